@@ -1,0 +1,30 @@
+"""The unit of audio inside the agent: a block of mono int16 samples with its capture time.
+
+One clock for audio: the capture thread stamps every block with `time.monotonic()` when the read that
+produced it returned (the time of its last sample), and everything downstream measures latency from
+that stamp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class PcmBlock:
+    """Mono signed 16-bit samples at `rate`, `t_end` the monotonic time of the last sample."""
+
+    samples: np.ndarray
+    rate: int
+    t_end: float
+    seq: int = 0
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / self.rate
+
+    @property
+    def t_start(self) -> float:
+        return self.t_end - self.duration_s

@@ -1,0 +1,434 @@
+"""The agent's configuration: one YAML file into frozen dataclasses, one per concern.
+
+This is the only module that reads YAML or the environment. Every field is checked against its type,
+its range and its allowed values as it is read, and a bad one is reported with its key path and what is
+allowed (for example `audio.capture.rate: 44100 is not one of 16000, 48000`), so a fleet owner editing
+`/etc/voice-agent/config.yaml` over ssh sees at once what to fix. `config/voice-agent.yaml` documents
+every key; a test keeps it equal to the defaults below.
+
+Secrets are not part of the YAML: the API key comes from `VOICELIVE_API_KEY`, an `api_key_file`, or the
+systemd credential `$CREDENTIALS_DIRECTORY/voicelive-api-key`; a bearer token from a file or a command.
+They are wrapped in `Secret`, whose repr and str never show the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+from .voicelive.auth import ApiKey, BearerTokenCommand, BearerTokenFile, Credentials, Secret
+from .voicelive.protocol import DEFAULT_API_VERSION, FORBIDDEN_SESSION_KEYS
+
+API_KEY_ENV = "VOICELIVE_API_KEY"
+CREDENTIAL_NAME = "voicelive-api-key"
+
+
+def _range(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    return {"range": (lo, hi)}
+
+
+def _f(default: Any, lo: float | None = None, hi: float | None = None, **meta: Any) -> Any:
+    """A field with a default and an allowed range (inclusive)."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: default.copy(), metadata={**_range(lo, hi), **meta})
+    return field(default=default, metadata={**_range(lo, hi), **meta})
+
+
+def _sub(cls: type) -> Any:
+    return field(default_factory=cls)
+
+
+# --------------------------------------------------------------------------------------------------
+# The schema
+
+DEFAULT_SESSION: dict[str, Any] = {
+    "modalities": ["text", "audio"],
+    "instructions": "You are a helpful voice assistant on a small speaker. Keep answers short and spoken.",
+    "voice": {"type": "azure-standard", "name": "en-US-Ava:DragonHDLatestNeural"},
+    "turn_detection": {
+        "type": "server_vad",
+        "threshold": 0.5,
+        "prefix_padding_ms": 300,
+        "silence_duration_ms": 500,
+    },
+    "input_audio_noise_reduction": {"type": "azure_deep_noise_suppression"},
+    "input_audio_echo_cancellation": {"type": "server_echo_cancellation"},
+}
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    type: Literal["api_key", "bearer"] = "api_key"
+    api_key_file: Path | None = None
+    bearer_token_file: Path | None = None
+    bearer_token_command: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class VoiceLiveConfig:
+    endpoint: str = ""
+    api_version: str = DEFAULT_API_VERSION
+    model: str | None = "gpt-realtime"
+    agent_name: str | None = None
+    agent_project_name: str | None = None
+    agent_version: str | None = None
+    auth: AuthConfig = _sub(AuthConfig)
+    send_client_request_id: bool = True
+    ca_file: Path | None = None
+    connect_timeout_s: float = _f(10.0, 0.5, 120)
+    answer_timeout_s: float = _f(20.0, 0.5, 120)
+    data_channel_timeout_s: float = _f(5.0, 0.5, 60)
+    media_timeout_s: float = _f(5.0, 0.5, 120)
+    session: dict[str, Any] = _f(DEFAULT_SESSION)
+
+
+@dataclass(frozen=True)
+class IceServerConfig:
+    urls: tuple[str, ...] = ()
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    ice_servers: tuple[IceServerConfig, ...] = ()
+    ice_loopback: bool = False
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    device: str = "default"
+    rate: Literal[16000, 48000] = 16000
+    channels: int = _f(1, 1, 8)
+    channel: int = _f(0, 0, 7)
+    period_ms: int = _f(20, 10, 100)
+    gain_db: float = _f(0.0, -20, 40)
+
+
+@dataclass(frozen=True)
+class PlaybackConfig:
+    device: str = "default"
+    rate: Literal[16000, 22050, 24000, 44100, 48000] = 48000
+    channels: int = _f(1, 1, 2)
+    period_ms: int = _f(20, 5, 100)
+    volume: float = _f(1.0, 0.0, 1.0)
+    buffer_ms: int = _f(2000, 100, 10000)
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    capture: CaptureConfig = _sub(CaptureConfig)
+    playback: PlaybackConfig = _sub(PlaybackConfig)
+    preroll_s: float = _f(2.0, 0.0, 10.0)
+    send_wake_word: bool = False
+
+
+@dataclass(frozen=True)
+class WakeModelConfig:
+    name: str = "hey_jarvis"
+    threshold: float = _f(0.5, 0.0, 1.0)
+    trigger_level: int = _f(1, 1, 20)
+    refractory_s: float = _f(2.0, 0.0, 30.0)
+
+
+@dataclass(frozen=True)
+class WakeConfig:
+    models_dir: Path | None = None
+    inference_framework: Literal["onnx", "tflite"] = "onnx"
+    models: tuple[WakeModelConfig, ...] = (WakeModelConfig(),)
+
+    def resolved_models_dir(self) -> Path:
+        """The models folder: as configured, or where install.sh puts the models, beside the venv."""
+        return self.models_dir or Path(sys.prefix) / "share" / "voice-agent" / "models"
+
+
+@dataclass(frozen=True)
+class ButtonConfig:
+    pin: int | None = None
+    pull_up: bool = True
+    hold_s: float = _f(2.0, 0.3, 30.0)
+    bounce_s: float = _f(0.05, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class LedConfig:
+    driver: Literal["none", "led", "pwmled", "rgbled"] = "none"
+    pins: tuple[int, ...] = ()
+    active_high: bool = True
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    pin_factory: Literal["auto", "mock"] = "auto"
+    button: ButtonConfig = _sub(ButtonConfig)
+    leds: LedConfig = _sub(LedConfig)
+
+
+@dataclass(frozen=True)
+class ConversationConfig:
+    followup_s: float = _f(8.0, 0.0, 120.0)
+    max_call_s: float = _f(3300.0, 10.0, 3540.0)
+    backoff_initial_s: float = _f(1.0, 0.1, 60.0)
+    backoff_max_s: float = _f(60.0, 1.0, 3600.0)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+@dataclass(frozen=True)
+class Config:
+    voicelive: VoiceLiveConfig = _sub(VoiceLiveConfig)
+    network: NetworkConfig = _sub(NetworkConfig)
+    audio: AudioConfig = _sub(AudioConfig)
+    wake: WakeConfig = _sub(WakeConfig)
+    gpio: GpioConfig = _sub(GpioConfig)
+    conversation: ConversationConfig = _sub(ConversationConfig)
+    logging: LoggingConfig = _sub(LoggingConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    if tp is Path:
+        return "a path"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Loader:
+    def __init__(self, base_dir: Path | None) -> None:
+        self.base_dir = base_dir
+
+    def convert(self, value: Any, tp: Any, path: str, meta: Mapping[str, Any]) -> Any:
+        origin = typing.get_origin(tp)
+        if dataclasses.is_dataclass(tp):
+            return self.dataclass(value, tp, path)
+        if origin in (typing.Union, types.UnionType):
+            args = typing.get_args(tp)
+            if value is None and type(None) in args:
+                return None
+            for arg in args:
+                if arg is type(None):
+                    continue
+                try:
+                    return self.convert(value, arg, path, meta)
+                except ConfigError:
+                    if len(args) > 2:
+                        continue
+                    raise
+            raise ConfigError(path, f"{_show(value)} is not {_type_name(tp)}")
+        if origin is Literal:
+            allowed = typing.get_args(tp)
+            if value not in allowed or isinstance(value, bool):
+                raise ConfigError(path, f"{_show(value)} is not one of {', '.join(map(str, allowed))}")
+            return value
+        if origin is tuple:
+            if not isinstance(value, list | tuple):
+                raise ConfigError(path, f"{_show(value)} is not {_type_name(tp)}")
+            (item_tp, *_rest) = typing.get_args(tp)
+            return tuple(self.convert(v, item_tp, f"{path}[{i}]", {}) for i, v in enumerate(value))
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise ConfigError(path, f"{_show(value)} is not a mapping")
+            return dict(value)
+        if tp is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(path, f"{_show(value)} is not true or false")
+            return value
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(path, f"{_show(value)} is not an integer")
+            return self.check_range(value, path, meta)
+        if tp is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(path, f"{_show(value)} is not a number")
+            return self.check_range(float(value), path, meta)
+        if tp is str:
+            if not isinstance(value, str):
+                raise ConfigError(path, f"{_show(value)} is not a string")
+            return value
+        if tp is Path:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(path, f"{_show(value)} is not a path")
+            p = Path(value).expanduser()
+            if not p.is_absolute() and self.base_dir is not None:
+                p = self.base_dir / p
+            return p
+        raise TypeError(f"config schema type {tp!r} at {path} is not supported")  # a bug, not user input
+
+    @staticmethod
+    def check_range(value: float, path: str, meta: Mapping[str, Any]) -> Any:
+        lo, hi = meta.get("range", (None, None))
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(path, f"{value} is out of range: allowed {lo} to {hi}")
+        return value
+
+    def dataclass(self, value: Any, cls: Any, path: str) -> Any:
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"{_show(value)} is not a mapping")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for key, raw in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in fields:
+                raise ConfigError(sub, f"unknown key; allowed keys here: {', '.join(fields)}")
+            kwargs[key] = self.convert(raw, hints[key], sub, fields[key].metadata)
+        return cls(**kwargs)
+
+
+def _merge_session(user: dict[str, Any]) -> dict[str, Any]:
+    """The user's session keys over the defaults; a key set to null removes the default."""
+    merged = dict(DEFAULT_SESSION)
+    for key, value in user.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _validate(config: Config) -> Config:
+    vl = config.voicelive
+    for key in sorted(FORBIDDEN_SESSION_KEYS & vl.session.keys()):
+        raise ConfigError(
+            f"voicelive.session.{key}",
+            "not allowed on /calls: audio is Opus over RTP, and this key makes the service fail to "
+            "allocate the media client (set the model with voicelive.model)",
+        )
+    if vl.endpoint and not vl.endpoint.startswith(("wss://", "ws://", "https://", "http://")):
+        raise ConfigError("voicelive.endpoint", f"{_show(vl.endpoint)} must start with wss:// or https://")
+    if vl.model is None and not (vl.agent_name and vl.agent_project_name):
+        raise ConfigError(
+            "voicelive.model", "set a model, or voicelive.agent_name and voicelive.agent_project_name"
+        )
+    if (vl.agent_name is None) != (vl.agent_project_name is None):
+        raise ConfigError("voicelive.agent_project_name", "agent_name and agent_project_name go together")
+    if vl.auth.type == "bearer" and not (vl.auth.bearer_token_file or vl.auth.bearer_token_command):
+        raise ConfigError("voicelive.auth", "type bearer needs bearer_token_file or bearer_token_command")
+    if vl.auth.bearer_token_file and vl.auth.bearer_token_command:
+        raise ConfigError("voicelive.auth", "set bearer_token_file or bearer_token_command, not both")
+    cap = config.audio.capture
+    if cap.channel >= cap.channels:
+        raise ConfigError("audio.capture.channel", f"{cap.channel} is out of range: allowed 0 to {cap.channels - 1}")
+    if not config.wake.models:
+        raise ConfigError("wake.models", "name at least one wake word model")
+    for i, server in enumerate(config.network.ice_servers):
+        if not server.urls:
+            raise ConfigError(f"network.ice_servers[{i}].urls", "give at least one stun: or turn: URL")
+    leds = config.gpio.leds
+    wanted = {"none": 0, "led": 1, "pwmled": 1, "rgbled": 3}[leds.driver]
+    if len(leds.pins) != wanted:
+        raise ConfigError("gpio.leds.pins", f"driver {leds.driver} takes {wanted} pin(s), got {len(leds.pins)}")
+    if config.conversation.backoff_initial_s > config.conversation.backoff_max_s:
+        raise ConfigError("conversation.backoff_initial_s", "must not exceed conversation.backoff_max_s")
+    return config
+
+
+def config_from_dict(data: Any, base_dir: Path | None = None) -> Config:
+    """Build and validate a Config from parsed YAML (a mapping, or None for all defaults)."""
+    config: Config = _Loader(base_dir).dataclass(data, Config, "")
+    if isinstance(data, dict) and isinstance(data.get("voicelive"), dict) and "session" in data["voicelive"]:
+        config = dataclasses.replace(
+            config,
+            voicelive=dataclasses.replace(config.voicelive, session=_merge_session(config.voicelive.session)),
+        )
+    return _validate(config)
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate a YAML file; no file means all defaults. Relative paths in the file are taken
+    from the file's own folder, so a config works the same whatever the working directory."""
+    if path is None:
+        return _validate(Config())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError("", f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError("", f"{path} must hold a mapping of sections (voicelive, audio, ...)")
+    return config_from_dict(data, base_dir=path.resolve().parent)
+
+
+def load_credentials(auth: AuthConfig, env: Mapping[str, str]) -> Credentials:
+    """The credentials for the service, from the first source that has them.
+
+    API key: `VOICELIVE_API_KEY`, then `voicelive.auth.api_key_file`, then the systemd credential
+    `$CREDENTIALS_DIRECTORY/voicelive-api-key`. Bearer: a file re-read, or a command re-run, for each
+    call, since Entra ID tokens expire within hours.
+    """
+    if auth.type == "bearer":
+        if auth.bearer_token_command:
+            return BearerTokenCommand(auth.bearer_token_command)
+        assert auth.bearer_token_file is not None  # _validate guarantees one of the two
+        return BearerTokenFile(auth.bearer_token_file)
+    value = env.get(API_KEY_ENV, "").strip()
+    if value:
+        return ApiKey(Secret(value))
+    candidates: list[tuple[str, Path]] = []
+    if auth.api_key_file:
+        candidates.append(("voicelive.auth.api_key_file", auth.api_key_file))
+    if env.get("CREDENTIALS_DIRECTORY"):
+        candidates.append(("systemd credential", Path(env["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME))
+    for origin, path in candidates:
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                "voicelive.auth.api_key_file" if origin.startswith("voicelive") else "",
+                f"cannot read the API key from {path} ({origin}): {exc.strerror or exc}",
+            ) from None
+        if not value:
+            raise ConfigError("voicelive.auth.api_key_file", f"the API key file {path} is empty")
+        return ApiKey(Secret(value))
+    raise ConfigError(
+        "voicelive.auth",
+        f"no API key: set {API_KEY_ENV}, voicelive.auth.api_key_file, or the systemd credential "
+        f"{CREDENTIAL_NAME} (LoadCredential=)",
+    )
+
+
+def default_config_path(env: Mapping[str, str]) -> Path | None:
+    """`--config` unset: `$VOICE_AGENT_CONFIG`, then /etc/voice-agent/config.yaml if it exists."""
+    if env.get("VOICE_AGENT_CONFIG"):
+        return Path(env["VOICE_AGENT_CONFIG"])
+    etc = Path("/etc/voice-agent/config.yaml")
+    return etc if etc.exists() else None
