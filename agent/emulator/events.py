@@ -1,0 +1,200 @@
+"""Server events as the emulator sends them, shaped like Voice Live's (voicelive-webrtc.md, section 4.2).
+
+One function per event, each returning a fresh JSON object with its own `event_id`, so the session logic
+reads as a sequence of protocol steps. Which channel an event goes on is decided in `ROUTES`, in one
+place, the way the real service splits them (section 1.5).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from ..voicelive.protocol import new_event_id
+
+Route = Literal["control", "data", "both"]
+
+#: Where each server event goes. Events on "both" carry the same event_id on both channels, as the
+#: real service's duplicates do, so the client's de-duplication is exercised.
+ROUTES: dict[str, Route] = {
+    "session.created": "control",
+    "session.updated": "control",
+    "rtc.call.sdp.created": "control",
+    "rtc.call.error": "control",
+    "error": "control",
+    "conversation.item.created": "control",
+    "input_audio_buffer.speech_started": "both",
+    "input_audio_buffer.speech_stopped": "both",
+    "input_audio_buffer.committed": "data",
+    "response.created": "data",
+    "response.done": "data",
+    "response.audio_transcript.delta": "data",
+    "response.audio_transcript.done": "both",
+    "output_audio_buffer.started": "data",
+    "output_audio_buffer.stopped": "data",
+    "output_audio_buffer.cleared": "data",
+}
+
+DEFAULT_VOICE = {"type": "azure-standard", "name": "en-US-AvaNeural"}
+
+Event = dict[str, Any]
+
+
+def _event(etype: str, **fields: Any) -> Event:
+    return {"type": etype, "event_id": new_event_id("event"), **fields}
+
+
+def default_session(model: str | None, silence_ms: int, prefix_padding_ms: int) -> dict[str, Any]:
+    """The session the service starts with, before the client changes anything."""
+    return {
+        "id": new_event_id("sess"),
+        "object": "realtime.session",
+        "model": model,
+        "modalities": ["text", "audio"],
+        "instructions": "",
+        "voice": dict(DEFAULT_VOICE),
+        "input_audio_format": "pcm16",
+        "output_audio_format": "pcm16",
+        "input_audio_sampling_rate": 24000,
+        "turn_detection": {
+            "type": "server_vad",
+            "threshold": 0.5,
+            "prefix_padding_ms": prefix_padding_ms,
+            "silence_duration_ms": silence_ms,
+            "create_response": True,
+            "interrupt_response": True,
+        },
+        "input_audio_noise_reduction": None,
+        "input_audio_echo_cancellation": None,
+        "input_audio_transcription": None,
+        "tools": [],
+        "tool_choice": "auto",
+        "temperature": 0.8,
+        "max_response_output_tokens": "inf",
+        "expires_at": int(time.time()) + 3600,
+    }
+
+
+def session_created(session: dict[str, Any]) -> Event:
+    return _event("session.created", session=session)
+
+
+def session_updated(session: dict[str, Any]) -> Event:
+    return _event("session.updated", session=session)
+
+
+def sdp_created(rtc_call_id: str, sdp_answer: str) -> Event:
+    return _event("rtc.call.sdp.created", rtc_call_id=rtc_call_id, sdp_answer=sdp_answer)
+
+
+def call_error(code: str, message: str, *, error_type: str = "invalid_request_error") -> Event:
+    return _event(
+        "rtc.call.error",
+        operation="rtc.call.sdp.create",
+        error={"type": error_type, "code": code, "message": message},
+    )
+
+
+def error(code: str, message: str, client_event_id: str | None, *, param: str | None = None) -> Event:
+    return _event(
+        "error",
+        error={
+            "type": "invalid_request_error",
+            "code": code,
+            "message": message,
+            "param": param,
+            "event_id": client_event_id,
+        },
+    )
+
+
+def item_created(item: dict[str, Any], previous_item_id: str | None) -> Event:
+    return _event("conversation.item.created", previous_item_id=previous_item_id, item=item)
+
+
+def speech_started(audio_start_ms: int, item_id: str) -> Event:
+    return _event("input_audio_buffer.speech_started", audio_start_ms=audio_start_ms, item_id=item_id)
+
+
+def speech_stopped(audio_end_ms: int, item_id: str) -> Event:
+    return _event("input_audio_buffer.speech_stopped", audio_end_ms=audio_end_ms, item_id=item_id)
+
+
+def committed(item_id: str, previous_item_id: str | None) -> Event:
+    return _event("input_audio_buffer.committed", previous_item_id=previous_item_id, item_id=item_id)
+
+
+def response_object(response_id: str, status: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": response_id,
+        "object": "realtime.response",
+        "status": status,
+        "status_details": None,
+        "output": [],
+        "usage": None,
+        **extra,
+    }
+
+
+def response_created(response_id: str) -> Event:
+    return _event("response.created", response=response_object(response_id, "in_progress"))
+
+
+def response_done(
+    response_id: str,
+    status: Literal["completed", "cancelled"],
+    usage: dict[str, Any],
+    reason: str | None = None,
+) -> Event:
+    details = {"type": status, "reason": reason} if status == "cancelled" else None
+    return _event(
+        "response.done",
+        response=response_object(response_id, status, status_details=details, usage=usage),
+    )
+
+
+def transcript_delta(response_id: str, item_id: str, delta: str) -> Event:
+    return _event(
+        "response.audio_transcript.delta",
+        response_id=response_id,
+        item_id=item_id,
+        output_index=0,
+        content_index=0,
+        delta=delta,
+    )
+
+
+def transcript_done(response_id: str, item_id: str, transcript: str) -> Event:
+    return _event(
+        "response.audio_transcript.done",
+        response_id=response_id,
+        item_id=item_id,
+        output_index=0,
+        content_index=0,
+        transcript=transcript,
+    )
+
+
+def output_started(response_id: str) -> Event:
+    return _event("output_audio_buffer.started", response_id=response_id)
+
+
+def output_stopped(response_id: str) -> Event:
+    return _event("output_audio_buffer.stopped", response_id=response_id)
+
+
+def output_cleared(response_id: str) -> Event:
+    return _event("output_audio_buffer.cleared", response_id=response_id)
+
+
+def unknown_event() -> Event:
+    """An event of a type no client knows, for the `unknown_events` fault."""
+    return _event("emulator.unknown_event", note="a type the client has never heard of")
+
+
+MALFORMED_JSON = '{"type": "session.updated", "event_id": "event_broken", "session": {'
+
+
+def oversized_event(size: int = 1024 * 1024 + 1024) -> Event:
+    """A valid event larger than 1 MiB, for the `oversized_event` fault."""
+    return _event("warning", warning={"message": "x" * size, "code": "emulator_oversized"})

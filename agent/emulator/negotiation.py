@@ -1,0 +1,99 @@
+"""Answering the client's SDP offer the way Voice Live does: Opus only, no trickle ICE, one round.
+
+The service answers an offer without an Opus audio m-line (or one it cannot use) with `rtc.call.error`
+instead of an answer, so the emulator checks the offer first and reports `bad_sdp` with a reason. With
+`ice_loopback` on, the emulator gathers only 127.0.0.1 and also drops the offer's candidates on any other
+address, so it never sends a connectivity check anywhere but to loopback, whatever the client offered.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import sdp as aiortc_sdp
+
+from ..voicelive.ice import LOOPBACK, host_addresses
+from .tracks import ReplyTrack
+
+log = logging.getLogger(__name__)
+
+
+class OfferError(Exception):
+    """The offer cannot be answered; `code` goes into `rtc.call.error`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False  # a hostname or an mDNS name
+
+
+def loopback_candidates_only(offer: str) -> str:
+    """The offer without `a=candidate` lines whose address is not a loopback address."""
+    kept: list[str] = []
+    dropped = 0
+    for line in offer.splitlines():
+        if line.startswith("a=candidate:"):
+            fields = line.split()
+            if len(fields) < 5 or not _is_loopback(fields[4]):
+                dropped += 1
+                continue
+        kept.append(line)
+    if dropped:
+        log.info("ice_loopback: ignored %d offered candidate(s) not on loopback", dropped)
+    return "\r\n".join(kept) + "\r\n"
+
+
+def check_offer(offer: str, *, ice_loopback: bool) -> str:
+    """Raise OfferError unless the offer has an audio m-line with Opus; returns the offer to apply."""
+    try:
+        description = aiortc_sdp.SessionDescription.parse(offer)
+    except Exception as exc:
+        raise OfferError("bad_sdp", f"The SDP offer could not be parsed: {exc}") from None
+    audio = [m for m in description.media if m.kind == "audio"]
+    if not audio:
+        raise OfferError("bad_sdp", "The SDP offer has no audio m-line.")
+    if not any(c.mimeType.lower() == "audio/opus" for m in audio for c in m.rtp.codecs):
+        raise OfferError("bad_sdp", "The SDP offer's audio m-line does not offer Opus.")
+    if not ice_loopback:
+        return offer
+    filtered = loopback_candidates_only(offer)
+    if "a=candidate:" not in filtered:
+        raise OfferError(
+            "bad_sdp",
+            "The emulator talks over loopback only and the offer has no 127.0.0.1 ICE candidate "
+            "(pin the client's ICE to loopback, e.g. network.ice_loopback).",
+        )
+    return filtered
+
+
+def opus_codecs() -> list:
+    return [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
+
+
+async def answer_offer(pc: RTCPeerConnection, offer: str, track: ReplyTrack, *, ice_loopback: bool) -> str:
+    """Apply the offer on `pc` (handlers already registered), send `track`, return the SDP answer.
+
+    The transceiver is added before the offer is applied so that aiortc binds the offer's audio m-line to
+    it, with the Opus-only preference already in place: aiortc picks the answer's codecs when it applies
+    the remote offer, not when it creates the answer.
+    """
+    offer = check_offer(offer, ice_loopback=ice_loopback)
+    transceiver = pc.addTransceiver(track, direction="sendrecv")
+    transceiver.setCodecPreferences(opus_codecs())
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        answer = await pc.createAnswer()
+        with host_addresses(LOOPBACK if ice_loopback else None):
+            await pc.setLocalDescription(answer)
+    except Exception as exc:
+        raise OfferError("bad_sdp", f"The SDP offer could not be applied: {exc}") from None
+    return pc.localDescription.sdp

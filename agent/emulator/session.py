@@ -1,0 +1,673 @@
+"""One emulated call: the control WebSocket, the peer connection, turn detection and replies.
+
+`EmulatorCall` plays the service's side of one `/calls` connection (voicelive-webrtc.md, sections 1.2 to
+1.7): it answers the SDP offer, accepts the `voice-live-events` data channel, runs a VAD on the caller's
+RTP audio, and speaks back on its own track, sending the lifecycle events on the channels the real service
+uses (some on both, with one event_id). It also keeps a record of everything that happened (events both
+ways, the audio, the moments that matter for latency), which is what tests and the demo look at.
+
+Everything the call sends goes through `_emit`, which is synchronous: control messages are queued for one
+writer task (so they leave in the order they were produced), data-channel messages are sent at once, or
+queued until the channel opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from aiortc import RTCDataChannel, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from ..voicelive.ice import rtc_configuration
+from ..voicelive.protocol import DATA_CHANNEL_LABEL, FORBIDDEN_SESSION_KEYS, new_event_id
+from . import events
+from .handshake import Upgrade
+from .negotiation import OfferError, answer_offer
+from .replies import Reply, beep_reply, file_reply, parrot_reply, transcript_deltas, usage
+from .settings import EmulatorSettings
+from .tracks import RATE, Playback, ReplyTrack
+from .vad import EnergyVad, VadEvent
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+
+#: Data-channel events kept while the channel is not open yet; beyond this the oldest are dropped.
+DATA_QUEUE_LIMIT = 1000
+#: Mic audio kept for `received_audio()` and parrot replies (at 96 kB/s, a long demo would grow forever).
+MAX_RECORDED_AUDIO_S = 600.0
+
+
+@dataclass
+class _Response:
+    id: str
+    item_id: str
+    playback: Playback
+    reply: Reply
+    input_s: float
+    task: asyncio.Task[None] | None = None
+
+
+class EmulatorCall:
+    """The record and the logic of one accepted WebSocket."""
+
+    def __init__(self, ws: ServerConnection, upgrade: Upgrade, settings: EmulatorSettings) -> None:
+        self._ws = ws
+        self._settings = settings
+        self.upgrade = upgrade
+        self.rtc_call_id: str | None = None
+        #: What the client sent in `rtc.call.sdp.create.session` and `session.update`, merged.
+        self.session: dict[str, Any] = {}
+        #: The session as the service would report it: defaults plus the client's changes.
+        self.effective_session: dict[str, Any] = events.default_session(
+            upgrade.model, settings.silence_ms, settings.prefix_padding_ms
+        )
+        self.client_events: list[Event] = []
+        #: Client messages on the data channel (the service takes client events on the WebSocket only).
+        self.data_channel_messages: list[str] = []
+        self.sent_events: list[tuple[Literal["control", "data"], Event]] = []
+        # Moments, all `time.monotonic()`, for latency measurements in tests and the demo:
+        #: when the first decoded mic frame came out of aiortc (after its ~80 ms receive jitter buffer);
+        self.first_rtp_t: float | None = None
+        #: when each speech_started / speech_stopped was sent;
+        self.speech_started_t: list[float] = []
+        self.speech_stopped_t: list[float] = []
+        #: when each reply's first audio frame was handed to aiortc (cancelled-before-audio replies have none).
+        self.first_reply_frame_t: list[float] = []
+        #: Each reply's audio as queued for sending (48 kHz mono int16), cancelled ones whole.
+        self.reply_audio: list[np.ndarray] = []
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+
+        self._pc: RTCPeerConnection | None = None
+        self._track = ReplyTrack(settings.faults)
+        self._channel: RTCDataChannel | None = None
+        self._data_queue: deque[tuple[str, Event | None]] = deque(maxlen=DATA_QUEUE_LIMIT)
+        self._control_queue: asyncio.Queue[str] = asyncio.Queue()
+        self._inbox: asyncio.Queue[str | bytes] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+        self._audio: deque[np.ndarray] = deque()
+        self._audio_samples = 0  # received so far, absolute
+        self._audio_dropped = 0  # samples dropped from the front of `_audio`
+        self._vad = EnergyVad(settings.vad_threshold_dbfs, settings.speech_start_ms, settings.silence_ms)
+        self._speech_item: str | None = None
+        self._speech_start_ms = 0
+        self._last_item_id: str | None = None
+        self._utterance: tuple[int, int] | None = None  # (start_ms, end_ms) of the last one
+        self._current: _Response | None = None
+
+    # ----------------------------------------------------------------------------------------------
+    # Record
+
+    def received_audio(self) -> np.ndarray:
+        """The caller's audio so far (48 kHz mono int16, silence included), in arrival order.
+
+        Only the last `MAX_RECORDED_AUDIO_S` seconds are kept.
+        """
+        if not self._audio:
+            return np.zeros(0, dtype=np.int16)
+        return np.concatenate(list(self._audio))
+
+    @property
+    def rtp_stopped_t(self) -> float | None:
+        """When the `stop_rtp_after_s` fault stopped RTP, if it did."""
+        return self._track.rtp_stopped_t
+
+    @property
+    def peer_connection(self) -> RTCPeerConnection | None:
+        return self._pc
+
+    def events_of(self, etype: str) -> list[tuple[Literal["control", "data"], Event]]:
+        return [(ch, ev) for ch, ev in self.sent_events if ev.get("type") == etype]
+
+    # ----------------------------------------------------------------------------------------------
+    # Life cycle
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=f"emulator-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("emulator task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def run(self) -> None:
+        """Serve the call until the WebSocket closes; then tear everything down."""
+        log.info(
+            "call accepted (model=%s, auth=%s via %s)",
+            self.upgrade.model,
+            self.upgrade.auth_kind,
+            self.upgrade.auth_via,
+        )
+        self._spawn(self._write_control(), "writer")
+        self._spawn(self._dispatch(), "dispatch")
+        self._emit(events.session_created(self.effective_session))
+        self._send_fault_messages("control")
+        try:
+            async for message in self._ws:
+                self._inbox.put_nowait(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self.close()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """End the call: stop replies, close the peer connection and the WebSocket, set `closed`."""
+        if self._closing:
+            await self.closed.wait()
+            return
+        self._closing = True
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._track.stop()
+        if self._pc is not None:
+            try:
+                await self._pc.close()
+            except Exception:
+                log.warning("closing the peer connection failed", exc_info=True)
+        # Control events already produced still go out before the close frame (an error, say).
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            async with asyncio.timeout(1.0):
+                while not self._control_queue.empty():
+                    await self._ws.send(self._control_queue.get_nowait())
+        with contextlib.suppress(Exception):
+            await self._ws.close(code, reason)
+        self.close_code = self._ws.close_code
+        self.close_reason = self._ws.close_reason
+        log.info("call %s closed (code %s)", self.rtc_call_id or "(no rtc call)", self.close_code)
+        self.closed.set()
+
+    async def _close_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        log.info("fault close_after_s: closing the WebSocket")
+        await self.close(1011, "emulator fault: close_after_s")
+
+    # ----------------------------------------------------------------------------------------------
+    # Sending
+
+    def _emit(self, event: Event) -> None:
+        route = events.ROUTES.get(event["type"], "control")
+        if route in ("control", "both"):
+            self._send_control(event)
+        if route in ("data", "both"):
+            self._send_data(event)
+
+    def _send_control(self, event: Event) -> None:
+        log.debug("-> control %s", event["type"])
+        self.sent_events.append(("control", event))
+        self._control_queue.put_nowait(json.dumps(event))
+
+    def _send_data(self, event: Event | str) -> None:
+        """Send on the data channel, or queue until it opens. A str is sent as is (a fault message)."""
+        if self._settings.faults.no_data_channel:
+            return
+        item = (event, None) if isinstance(event, str) else (json.dumps(event), event)
+        if self._channel is not None and self._channel.readyState == "open":
+            self._channel_send(*item)
+        else:
+            self._data_queue.append(item)
+
+    def _channel_send(self, text: str, event: Event | None) -> None:
+        assert self._channel is not None
+        try:
+            self._channel.send(text)
+        except Exception as exc:  # the channel closed under us: the call is ending
+            log.debug("data channel send failed: %s", exc)
+            return
+        if event is not None:  # None: a malformed-JSON fault message, not an event
+            log.debug("-> data %s", event["type"])
+            self.sent_events.append(("data", event))
+
+    async def _write_control(self) -> None:
+        while True:
+            text = await self._control_queue.get()
+            try:
+                await self._ws.send(text)
+            except ConnectionClosed:
+                return
+
+    def _send_fault_messages(self, channel: Literal["control", "data"]) -> None:
+        """The malformed_json and unknown_events faults, at the moments they apply."""
+        faults = self._settings.faults
+        if faults.malformed_json:
+            log.info("fault malformed_json on the %s channel", channel)
+            if channel == "control":
+                self._control_queue.put_nowait(events.MALFORMED_JSON)
+            else:
+                self._send_data(events.MALFORMED_JSON)
+        if faults.unknown_events:
+            event = events.unknown_event()
+            if channel == "control":
+                self._send_control(event)
+            else:
+                self._send_data(event)
+
+    # ----------------------------------------------------------------------------------------------
+    # Client events (WebSocket)
+
+    async def _dispatch(self) -> None:
+        """Handle client messages one at a time, in order (a slow offer holds back what follows it)."""
+        while True:
+            message = await self._inbox.get()
+            try:
+                await self._handle_message(message)
+            except Exception:
+                log.exception("emulator failed on a client message")
+                self._emit(events.error("server_error", "The emulator failed on this event (see its log).", None))
+
+    async def _handle_message(self, message: str | bytes) -> None:
+        try:
+            event = json.loads(message)
+        except (ValueError, UnicodeDecodeError):
+            self._emit(events.error("invalid_json", "The message is not valid JSON.", None))
+            return
+        if not isinstance(event, dict):
+            self._emit(events.error("invalid_event", "The message is not a JSON object.", None))
+            return
+        self.client_events.append(event)
+        etype = event.get("type")
+        event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+        log.debug("<- control %s", etype)
+        handler = self._handlers().get(etype) if isinstance(etype, str) else None
+        if handler is None:
+            self._emit(events.error("unknown_event", f"Unknown event type {etype!r}.", event_id, param="type"))
+            return
+        await handler(event, event_id)
+
+    def _handlers(self) -> dict[str, Any]:
+        return {
+            "rtc.call.sdp.create": self._on_sdp_create,
+            "session.update": self._on_session_update,
+            "response.create": self._on_response_create,
+            "response.cancel": self._on_response_cancel,
+            "conversation.item.create": self._on_item_create,
+            "conversation.item.truncate": self._on_item_truncate,
+            "conversation.item.delete": self._on_item_delete,
+            "input_audio_buffer.clear": self._on_input_clear,
+            "output_audio_buffer.clear": self._on_output_clear,
+        }
+
+    def _forbidden(self, session: dict[str, Any]) -> list[str]:
+        return sorted(FORBIDDEN_SESSION_KEYS & session.keys())
+
+    async def _on_sdp_create(self, event: Event, event_id: str | None) -> None:
+        faults = self._settings.faults
+        if self._pc is not None:
+            self._emit(events.call_error("invalid_state", "This connection already has a call."))
+            return
+        session = event.get("session")
+        if session is not None and not isinstance(session, dict):
+            self._emit(events.call_error("invalid_session", "'session' must be an object."))
+            return
+        bad = self._forbidden(session or {})
+        if bad:
+            # The real service fails with "Remote client allocation failed" here.
+            self._emit(
+                events.call_error(
+                    "invalid_session",
+                    f"Remote client allocation failed: session key(s) not allowed on /calls: {', '.join(bad)}.",
+                )
+            )
+            return
+        offer = event.get("sdp_offer")
+        if not isinstance(offer, str) or not offer.strip():
+            self._emit(events.call_error("missing_sdp", "SDP offer is required"))
+            return
+        if faults.never_answer:
+            log.info("fault never_answer: the offer stays unanswered")
+            return
+        if faults.answer_delay_s > 0:
+            log.info("fault answer_delay_s: answering in %.1f s", faults.answer_delay_s)
+            await asyncio.sleep(faults.answer_delay_s)
+        if faults.call_error:
+            log.info("fault call_error: answering with rtc.call.error")
+            self._emit(
+                events.call_error(
+                    faults.call_error_code,
+                    "Remote client allocation failed (emulated fault).",
+                    error_type="server_error",
+                )
+            )
+            return
+
+        pc = RTCPeerConnection(rtc_configuration([]))
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("track", self._on_track)
+        pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
+        self._pc = pc
+        try:
+            answer = await answer_offer(pc, offer, self._track, ice_loopback=self._settings.ice_loopback)
+        except OfferError as exc:
+            log.info("offer refused: %s", exc.message)
+            self._pc = None
+            await pc.close()
+            self._emit(events.call_error(exc.code, exc.message))
+            return
+        if faults.no_data_channel and pc.sctp is not None:
+            # Keep our SCTP end from ever starting: the client's association (and so its data channel)
+            # never comes up, while ICE, DTLS and audio do. aiortc starts SCTP itself once DTLS is up,
+            # so the fault replaces that one transport's start.
+            async def never_start(*_args: Any, **_kwargs: Any) -> None:
+                log.info("fault no_data_channel: SCTP not started")
+
+            pc.sctp.start = never_start  # type: ignore[method-assign]
+        self.rtc_call_id = new_event_id("rtc")
+        if session:
+            self._apply_session(session)
+            self._emit(events.session_updated(self.effective_session))
+        self._emit(events.sdp_created(self.rtc_call_id, answer))
+        log.info("call %s answered", self.rtc_call_id)
+        self._send_fault_messages("control")
+        if faults.oversized_event:
+            log.info("fault oversized_event")
+            self._send_control(events.oversized_event())
+        if faults.close_after_s is not None:
+            self._spawn(self._close_later(faults.close_after_s), "close-after")
+
+    async def _on_session_update(self, event: Event, event_id: str | None) -> None:
+        session = event.get("session")
+        if not isinstance(session, dict):
+            self._emit(events.error("invalid_session", "'session' must be an object.", event_id, param="session"))
+            return
+        bad = self._forbidden(session)
+        if bad:
+            self._emit(
+                events.error(
+                    "invalid_session",
+                    f"Session key(s) not allowed on /calls: {', '.join(bad)}.",
+                    event_id,
+                    param=f"session.{bad[0]}",
+                )
+            )
+            return
+        self._apply_session(session)
+        self._emit(events.session_updated(self.effective_session))
+
+    def _apply_session(self, session: dict[str, Any]) -> None:
+        self.session.update(session)
+        for key, value in session.items():
+            if key == "turn_detection" and isinstance(value, dict):
+                base = self.effective_session.get("turn_detection")
+                if not isinstance(base, dict):
+                    base = events.default_session(None, self._settings.silence_ms, self._settings.prefix_padding_ms)[
+                        "turn_detection"
+                    ]
+                self.effective_session[key] = {**base, **value}
+            elif key not in ("id", "object"):
+                self.effective_session[key] = value
+        td = self._turn_detection()
+        if td is not None:
+            silence = td.get("silence_duration_ms")
+            if isinstance(silence, int) and silence > 0:
+                self._vad.silence_ms = silence
+
+    def _turn_detection(self) -> dict[str, Any] | None:
+        td = self.effective_session.get("turn_detection")
+        return td if isinstance(td, dict) else None
+
+    async def _on_response_create(self, event: Event, event_id: str | None) -> None:
+        if self._pc is None:
+            self._emit(events.error("invalid_state", "No call yet: send rtc.call.sdp.create first.", event_id))
+            return
+        if self._current is not None:
+            self._emit(
+                events.error(
+                    "conversation_already_has_active_response",
+                    "Conversation already has an active response in progress.",
+                    event_id,
+                )
+            )
+            return
+        input_s = self._utterance_s() if self._settings.reply_mode == "parrot" else 0.0
+        self._start_response(self._reply_to_utterance(), input_s=input_s)
+
+    async def _on_response_cancel(self, event: Event, event_id: str | None) -> None:
+        self._cancel_response("client_cancelled")
+
+    async def _on_item_create(self, event: Event, event_id: str | None) -> None:
+        item = event.get("item")
+        if not isinstance(item, dict):
+            self._emit(events.error("invalid_item", "'item' must be an object.", event_id, param="item"))
+            return
+        item = {"object": "realtime.item", "status": "completed", **item}
+        item.setdefault("id", new_event_id("item"))
+        previous = event.get("previous_item_id") or self._last_item_id
+        self._last_item_id = item["id"]
+        self._emit(events.item_created(item, previous))
+
+    async def _on_item_truncate(self, event: Event, event_id: str | None) -> None:
+        self._emit(
+            events._event(
+                "conversation.item.truncated",
+                item_id=event.get("item_id"),
+                content_index=event.get("content_index", 0),
+                audio_end_ms=event.get("audio_end_ms", 0),
+            )
+        )
+
+    async def _on_item_delete(self, event: Event, event_id: str | None) -> None:
+        self._emit(events._event("conversation.item.deleted", item_id=event.get("item_id")))
+
+    async def _on_input_clear(self, event: Event, event_id: str | None) -> None:
+        self._emit(events._event("input_audio_buffer.cleared"))
+
+    async def _on_output_clear(self, event: Event, event_id: str | None) -> None:
+        self._cancel_response("client_cancelled")
+
+    # ----------------------------------------------------------------------------------------------
+    # Peer connection
+
+    def _on_connection_state(self, pc: RTCPeerConnection) -> None:
+        log.debug("peer connection %s", pc.connectionState)
+        if pc.connectionState == "failed" and not self._closing:
+            log.info("peer connection failed: ending the call")
+            self._spawn(self.close(1011, "media connection failed"), "close-failed")
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if self._settings.faults.no_data_channel:
+            log.info("fault no_data_channel: ignoring the client's data channel %r", channel.label)
+            return
+        if channel.label != DATA_CHANNEL_LABEL:
+            # The service lets a channel with another label open, and never uses it.
+            log.info("ignoring a data channel labelled %r (expected %r)", channel.label, DATA_CHANNEL_LABEL)
+            return
+        self._channel = channel
+
+        @channel.on("message")
+        def _on_message(message: str | bytes) -> None:
+            text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+            if not self.data_channel_messages:
+                log.info("ignoring client messages on the data channel (client events go on the WebSocket)")
+            self.data_channel_messages.append(text)
+
+        # aiortc emits "datachannel" for a remote channel once it is already open.
+        log.debug("data channel %r open", channel.label)
+        self._send_fault_messages("data")
+        self._flush_data_queue()
+
+    def _flush_data_queue(self) -> None:
+        while self._data_queue and self._channel is not None and self._channel.readyState == "open":
+            self._channel_send(*self._data_queue.popleft())
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "audio":
+            return
+        self._spawn(self._receive_audio(track), "receive-audio")
+
+    async def _receive_audio(self, track: MediaStreamTrack) -> None:
+        warned = False
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if not isinstance(frame, AudioFrame):
+                continue
+            if frame.sample_rate != RATE and not warned:
+                warned = True
+                log.warning("incoming audio at %d Hz, expected %d: timing will be off", frame.sample_rate, RATE)
+            if self.first_rtp_t is None:
+                self.first_rtp_t = time.monotonic()
+            self._on_audio(to_mono_int16(frame))
+
+    # ----------------------------------------------------------------------------------------------
+    # Turn detection
+
+    def _on_audio(self, mono: np.ndarray) -> None:
+        self._audio.append(mono)
+        self._audio_samples += len(mono)
+        limit = int(MAX_RECORDED_AUDIO_S * RATE)
+        while self._audio_samples - self._audio_dropped > limit and len(self._audio) > 1:
+            self._audio_dropped += len(self._audio.popleft())
+        vad_event = self._vad.process(mono)
+        if vad_event is not None and self._turn_detection() is not None:
+            self._on_vad(vad_event)
+
+    def _on_vad(self, vad_event: VadEvent) -> None:
+        td = self._turn_detection() or {}
+        if vad_event.kind == "start":
+            self._speech_item = new_event_id("item")
+            self._speech_start_ms = vad_event.ms
+            self.speech_started_t.append(time.monotonic())
+            self._emit(events.speech_started(vad_event.ms, self._speech_item))
+            if self._current is not None and td.get("interrupt_response", True):
+                self._cancel_response("turn_detected")
+            return
+        item_id = self._speech_item or new_event_id("item")
+        self._speech_item = None
+        self.speech_stopped_t.append(time.monotonic())
+        self._emit(events.speech_stopped(vad_event.ms, item_id))
+        self._emit(events.committed(item_id, self._last_item_id))
+        self._last_item_id = item_id
+        self._utterance = (self._speech_start_ms, vad_event.ms)
+        if td.get("create_response", True) and self._current is None:
+            self._start_response(self._reply_to_utterance(), input_s=self._utterance_s())
+
+    def _utterance_s(self) -> float:
+        if self._utterance is None:
+            return 0.0
+        return (self._utterance[1] - self._utterance[0]) / 1000
+
+    def _reply_to_utterance(self) -> Reply:
+        if self._settings.reply_mode == "file":
+            return self._file_reply()
+        if self._utterance is None:
+            return beep_reply()
+        return self._parrot_reply(*self._utterance)
+
+    def _parrot_reply(self, start_ms: int, end_ms: int) -> Reply:
+        td = self._turn_detection() or {}
+        prefix = td.get("prefix_padding_ms", self._settings.prefix_padding_ms)
+        prefix = prefix if isinstance(prefix, int) and prefix >= 0 else self._settings.prefix_padding_ms
+        first = max(0, (start_ms - prefix) * RATE // 1000 - self._audio_dropped)
+        last = max(first, end_ms * RATE // 1000 - self._audio_dropped)
+        return parrot_reply(self._recorded(first, last), (end_ms - start_ms) / 1000)
+
+    def _recorded(self, first: int, last: int) -> np.ndarray:
+        """Samples [first, last) of the kept mic audio, without joining all of it."""
+        parts: list[np.ndarray] = []
+        pos = 0
+        for chunk in self._audio:
+            end = pos + len(chunk)
+            if end > first and pos < last:
+                parts.append(chunk[max(0, first - pos) : min(len(chunk), last - pos)])
+            if end >= last:
+                break
+            pos = end
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+
+    def _file_reply(self) -> Reply:
+        assert self._settings.reply_wav is not None
+        return file_reply(self._settings.reply_wav)
+
+    # ----------------------------------------------------------------------------------------------
+    # Responses
+
+    def _start_response(self, reply: Reply, input_s: float) -> None:
+        response = _Response(
+            id=new_event_id("resp"),
+            item_id=new_event_id("item"),
+            playback=self._track.play(reply.samples),
+            reply=reply,
+            input_s=input_s,
+        )
+        self._current = response
+        self.reply_audio.append(reply.samples)
+        self._emit(events.response_created(response.id))
+        response.task = self._spawn(self._play_response(response), f"response-{response.id}")
+
+    async def _play_response(self, response: _Response) -> None:
+        playback = response.playback
+        await playback.started.wait()
+        if playback.cancelled or playback.first_frame_t is None:
+            return
+        self.first_reply_frame_t.append(playback.first_frame_t)
+        self._emit(events.output_started(response.id))
+        transcript = response.reply.transcript
+        for delta in transcript_deltas(transcript):
+            self._emit(events.transcript_delta(response.id, response.item_id, delta))
+        self._emit(events.transcript_done(response.id, response.item_id, transcript))
+        await playback.finished.wait()
+        if playback.cancelled or self._current is not response:
+            return
+        self._current = None
+        self._emit(events.output_stopped(response.id))
+        self._emit(
+            events.response_done(response.id, "completed", usage(response.input_s, playback.duration_s, transcript))
+        )
+
+    def _cancel_response(self, reason: str) -> None:
+        """Stop the current reply at once (barge-in or response.cancel); no-op without one."""
+        response, self._current = self._current, None
+        if response is None:
+            return
+        if response.task is not None:
+            response.task.cancel()
+        self._track.cancel()
+        playback = response.playback
+        log.info("response %s cancelled (%s) after %.2f s of audio", response.id, reason, playback.played_s)
+        if playback.first_frame_t is not None:
+            self._emit(events.output_cleared(response.id))
+        self._emit(
+            events.response_done(
+                response.id,
+                "cancelled",
+                usage(response.input_s, playback.played_s, response.reply.transcript),
+                reason=reason,
+            )
+        )
+
+
+def to_mono_int16(frame: AudioFrame) -> np.ndarray:
+    """One decoded frame (aiortc gives packed s16 stereo) as mono int16, channels averaged."""
+    samples = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if frame.format.is_planar:
+        data = samples.astype(np.int32).mean(axis=0) if channels > 1 else samples.reshape(-1)
+    else:
+        flat = samples.reshape(-1)
+        data = flat.reshape(-1, channels).astype(np.int32).mean(axis=1) if channels > 1 else flat
+    if frame.format.name not in ("s16", "s16p"):
+        log.warning("unexpected sample format %s", frame.format.name)
+    return np.asarray(data).astype(np.int16)

@@ -1,0 +1,139 @@
+"""The emulator's outbound audio: one track that sends 20 ms frames for the whole call, replies or silence.
+
+The real service sends RTP continuously, silence included (voicelive-webrtc.md, section 1.5), so a
+client cannot take "RTP is flowing" to mean "the model is speaking". This track does the same: it is
+paced at real time like aiortc's own `AudioStreamTrack`, plays one `Playback` at a time, and otherwise
+sends digital silence. The `stop_rtp_after_s` fault makes `recv()` hang mid-reply, which stops RTP for
+good, the way a stalled media server would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import time
+
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+
+from .settings import Faults
+
+log = logging.getLogger(__name__)
+
+RATE = 48000
+FRAME_SAMPLES = 960  # 20 ms
+TIME_BASE = fractions.Fraction(1, RATE)
+
+
+class Playback:
+    """One reply's audio on its way out. Events tell the session when its first and last frames went."""
+
+    def __init__(self, samples: np.ndarray) -> None:
+        self.samples = np.ascontiguousarray(samples, dtype=np.int16)
+        self.position = 0  # samples handed to aiortc so far
+        self.started = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.first_frame_t: float | None = None
+        self.cancelled = False
+
+    @property
+    def played_s(self) -> float:
+        return min(self.position, len(self.samples)) / RATE
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / RATE
+
+
+class ReplyTrack(MediaStreamTrack):
+    """An audio track of 48 kHz mono s16 frames of 960 samples, with proper pts, forever."""
+
+    kind = "audio"
+
+    def __init__(self, faults: Faults) -> None:
+        super().__init__()
+        self._faults = faults
+        self._playback: Playback | None = None
+        self._start: float | None = None
+        self._timestamp = 0
+        self._stopped = asyncio.Event()
+        self.frames_sent = 0
+        #: monotonic time RTP was stopped by the `stop_rtp_after_s` fault, if it was.
+        self.rtp_stopped_t: float | None = None
+
+    def play(self, samples: np.ndarray) -> Playback:
+        """Start playing `samples` from the next frame on (the caller cancels any playback first)."""
+        if self._playback is not None:
+            self.cancel()
+        self._playback = Playback(samples)
+        return self._playback
+
+    def cancel(self) -> Playback | None:
+        """Drop the current playback at once; the next frame is silence."""
+        playback, self._playback = self._playback, None
+        if playback is not None:
+            playback.cancelled = True
+            playback.started.set()
+            playback.finished.set()
+        return playback
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.cancel()
+        super().stop()
+
+    async def _halt(self) -> None:
+        """The `stop_rtp_after_s` fault: return no frame until the track is stopped."""
+        if self.rtp_stopped_t is None:
+            self.rtp_stopped_t = time.monotonic()
+            log.info("fault stop_rtp_after_s: RTP stopped mid-reply")
+        await self._stopped.wait()
+        raise MediaStreamError
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self.rtp_stopped_t is not None:
+            await self._halt()
+        if self._start is None:
+            self._start = time.monotonic()
+            self._timestamp = 0
+        else:
+            self._timestamp += FRAME_SAMPLES
+            wait = self._start + self._timestamp / RATE - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        if self.readyState != "live":
+            raise MediaStreamError
+
+        playback = self._playback
+        now = time.monotonic()
+        stop_after = self._faults.stop_rtp_after_s
+        if (
+            playback is not None
+            and playback.first_frame_t is not None
+            and stop_after is not None
+            and now - playback.first_frame_t >= stop_after
+        ):
+            await self._halt()
+
+        chunk = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        if playback is not None:
+            part = playback.samples[playback.position : playback.position + FRAME_SAMPLES]
+            chunk[: len(part)] = part
+            playback.position += FRAME_SAMPLES
+            if playback.first_frame_t is None:
+                playback.first_frame_t = now
+                playback.started.set()
+            if playback.position >= len(playback.samples):
+                self._playback = None
+                playback.finished.set()
+
+        frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = self._timestamp
+        frame.time_base = TIME_BASE
+        self.frames_sent += 1
+        return frame
