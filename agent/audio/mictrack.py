@@ -1,0 +1,154 @@
+"""The call's microphone track: captured blocks in, 20 ms 48 kHz frames out to aiortc's Opus encoder.
+
+aiortc sends a packet each time `recv()` returns, so this track sets the pace of the uplink:
+- live audio goes out as soon as a whole 20 ms frame is there (capture paces it);
+- audio that piled up before the call connected (the pre-roll after the wake word) goes out at a bounded
+  speed-up, `catchup_speed` times real time, until the track is back to real time: no word is dropped
+  and the far side's jitter buffer never sees a burst;
+- when capture stalls (device lost, muted), silence goes out, because the service keeps a session alive
+  only while RTP flows.
+
+Resampling to 48 kHz happens once, here, with PyAV's resampler (the Opus encoder then only upmixes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from .frames import PcmBlock
+
+log = logging.getLogger(__name__)
+
+RATE = 48000
+FRAME_SAMPLES = 960  # 20 ms at 48 kHz, one Opus frame
+FRAME_S = FRAME_SAMPLES / RATE
+TIME_BASE = fractions.Fraction(1, RATE)
+
+
+class BlockSource(Protocol):
+    async def get(self) -> PcmBlock: ...
+
+
+def to_av_frame(samples: np.ndarray, rate: int) -> av.AudioFrame:
+    data = np.ascontiguousarray(samples, dtype=np.int16).reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
+    frame.sample_rate = rate
+    return frame
+
+
+class MicTrack(MediaStreamTrack):
+    """An aiortc audio track fed from a `BlockSource` (a capture subscription, with pre-roll in front)."""
+
+    kind = "audio"
+
+    def __init__(
+        self,
+        source: BlockSource,
+        *,
+        catchup_speed: float = 2.0,
+        stall_s: float = 0.06,
+        on_frame: Callable[[float | None, int], None] | None = None,
+        muted: Callable[[], bool] | None = None,
+    ) -> None:
+        super().__init__()
+        self._source = source
+        self._catchup_speed = catchup_speed
+        self._stall_s = stall_s
+        self._on_frame = on_frame
+        self._muted = muted or (lambda: False)
+        self._resampler: av.AudioResampler | None = None
+        self._resampler_rate = 0
+        # (samples, t_end of the capture block they came from)
+        self._ready: deque[tuple[np.ndarray, float]] = deque()
+        self._pending: asyncio.Task[PcmBlock] | None = None
+        self._pts = 0
+        self._next_t: float | None = None
+        self.frames_sent = 0
+        self.silence_frames = 0
+
+    def _resample(self, block: PcmBlock) -> None:
+        if self._resampler is None or block.rate != self._resampler_rate:
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE, frame_size=FRAME_SAMPLES)
+            self._resampler_rate = block.rate
+        for out in self._resampler.resample(to_av_frame(block.samples, block.rate)):
+            self._ready.append((out.to_ndarray().reshape(-1), block.t_end))
+
+    def _drain_available(self) -> None:
+        """Move every block that is already waiting into the ready frames, without blocking."""
+        while True:
+            if self._pending is None:
+                self._pending = asyncio.ensure_future(self._source.get())
+            if not self._pending.done():
+                return
+            block = self._pending.result()
+            self._pending = None
+            self._resample(block)
+
+    async def _wait_for_frame(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._ready:
+            self._drain_available()
+            if self._ready:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            assert self._pending is not None
+            await asyncio.wait({self._pending}, timeout=remaining)
+        return True
+
+    @property
+    def backlog_s(self) -> float:
+        """How far behind real time the uplink is (audio ready but not yet sent)."""
+        return len(self._ready) * FRAME_S
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._next_t is None:
+            self._next_t = now
+        self._drain_available()
+        behind = len(self._ready) > 1
+        # Pace: one frame per 20 ms, or faster while catching up; never let the schedule run far behind
+        # wall time (after a stall), or the next frames would go out in a burst.
+        self._next_t = max(self._next_t + (FRAME_S / self._catchup_speed if behind else FRAME_S), now - FRAME_S)
+        delay = self._next_t - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        got = await self._wait_for_frame(max(0.0, self._next_t + self._stall_s - time.monotonic()))
+        if got:
+            samples, t_capture = self._ready.popleft()
+            # A frame that came late moves the schedule with it, so capture (the device clock) keeps
+            # setting the pace instead of drifting against time.monotonic().
+            self._next_t = max(self._next_t, time.monotonic() - FRAME_S / 2)
+            if self._muted():
+                samples = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        else:
+            samples, t_capture = np.zeros(FRAME_SAMPLES, dtype=np.int16), None
+            self.silence_frames += 1
+        frame = to_av_frame(samples, RATE)
+        frame.pts = self._pts
+        frame.time_base = TIME_BASE
+        self._pts += FRAME_SAMPLES
+        self.frames_sent += 1
+        if self._on_frame is not None:
+            self._on_frame(t_capture, self.frames_sent)
+        return frame
+
+    def stop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        super().stop()

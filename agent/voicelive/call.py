@@ -1,0 +1,371 @@
+"""One Voice Live WebRTC call: the peer connection, its tracks and data channel, and its liveness.
+
+The call is a client offer: one sendrecv audio transceiver restricted to Opus, and the data channel
+`voice-live-events` created before the offer, so both are in the SDP (there is no trickle ICE). The offer
+goes out on the control channel as `rtc.call.sdp.create` together with the session configuration, and
+the call is up once the answer is applied, the peer connection is connected and the data channel is
+open. The WebSocket is opened while aiortc gathers candidates, so neither waits for the other.
+
+Server events from both channels are parsed, de-duplicated by `event_id` and handed out in order of
+arrival by `events()`. A call is over when the WebSocket closes, the peer connection fails, the data
+channel closes, RTP stops during a reply for longer than `media_timeout_s`, or `hangup()` is called;
+`ended` is then set and `end_reason` says why. aiortc never reports "disconnected" and its receive queue
+is unbounded, hence the agent's own RTP watchdog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from . import protocol
+from .auth import Credentials
+from .control import ControlChannel, Target
+from .errors import NegotiationError, TransientError, VoiceLiveError
+from .ice import host_addresses, rtc_configuration
+
+log = logging.getLogger(__name__)
+
+EVENT_QUEUE_MAX = 1024
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """What a call needs besides the target and the credential (from `voicelive.*` and `network.*`)."""
+
+    session: dict[str, Any] = field(default_factory=dict)
+    ice_servers: Sequence[dict[str, Any]] = ()
+    ice_pin: Sequence[str] | None = None
+    connect_timeout_s: float = 10.0
+    answer_timeout_s: float = 20.0
+    data_channel_timeout_s: float = 5.0
+    media_timeout_s: float = 5.0
+    send_request_id: bool = True
+
+
+@dataclass
+class CallTimings:
+    """Monotonic times of the call's milestones, for logs, the demo and the benchmarks."""
+
+    start: float = 0.0
+    offer_ready: float | None = None
+    ws_open: float | None = None
+    answer: float | None = None
+    connected: float | None = None
+    data_channel_open: float | None = None
+    first_rtp: float | None = None
+    ended: float | None = None
+
+    def since_start_ms(self, t: float | None) -> float | None:
+        return None if t is None else round((t - self.start) * 1000, 1)
+
+
+_END = object()
+
+
+class VoiceLiveCall:
+    """Start with `await call.start()`, read `call.events()`, send client events with `call.send()`,
+    end with `await call.hangup()`. Usable as an async context manager."""
+
+    def __init__(
+        self,
+        target: Target,
+        credentials: Credentials,
+        mic: MediaStreamTrack,
+        options: CallOptions,
+        on_remote_audio: Callable[[av.AudioFrame], None] | None = None,
+    ) -> None:
+        self.target = target
+        self.credentials = credentials
+        self.mic = mic
+        self.options = options
+        self.on_remote_audio = on_remote_audio
+        self.timings = CallTimings()
+        self.rtc_call_id: str | None = None
+        self.session_id: str | None = None
+        self.request_id: str | None = None
+        self.ended = asyncio.Event()
+        self.end_reason: str | None = None
+        self.end_error: VoiceLiveError | None = None
+        self.frames_received = 0
+        self._parser = protocol.EventParser()
+        self._deduper = protocol.EventDeduper()
+        self._events: asyncio.Queue[object] = asyncio.Queue()
+        self._events_dropped = 0
+        self._control: ControlChannel | None = None
+        self._pc: RTCPeerConnection | None = None
+        self._channels: list[RTCDataChannel] = []
+        self._answer: asyncio.Future[protocol.ServerEvent] | None = None
+        self._connected = asyncio.Event()
+        self._dc_open = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._response_active = False
+        self._last_rtp = 0.0
+        self._closed = False
+
+    # ------------------------------------------------------------------------------------------
+    # Setting up
+
+    async def __aenter__(self) -> VoiceLiveCall:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.hangup()
+
+    async def start(self) -> None:
+        """Connect the call, or raise a `VoiceLiveError` after cleaning up everything it opened."""
+        self.timings.start = time.monotonic()
+        opts = self.options
+        ws_task = asyncio.create_task(
+            ControlChannel.connect(self.target, self.credentials, opts.connect_timeout_s, opts.send_request_id)
+        )
+        try:
+            offer_sdp = await self._prepare_offer()
+            self._control = await ws_task
+            self.request_id = self._control.request_id
+            self.timings.ws_open = time.monotonic()
+            self._answer = asyncio.get_running_loop().create_future()
+            self._spawn(self._read_control(self._control), "control reader")
+            await self._control.send(protocol.sdp_create(offer_sdp, opts.session))
+            answer = await self._wait(self._answer, opts.answer_timeout_s, "no SDP answer")
+            self.timings.answer = time.monotonic()
+            assert isinstance(answer, protocol.RtcCallSdpCreated) and answer.sdp_answer
+            self.rtc_call_id = answer.rtc_call_id
+            log.info("call %s answered (request id %s)", self.rtc_call_id, self.request_id)
+            assert self._pc is not None
+            try:
+                await self._pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp_answer, type="answer"))
+            except ValueError as exc:
+                raise NegotiationError(f"unusable SDP answer: {exc}", "bad_answer") from None
+            await self._wait(self._connected.wait(), opts.connect_timeout_s, "peer connection not connected")
+            await self._wait(
+                self._dc_open.wait(),
+                opts.data_channel_timeout_s,
+                f"data channel {protocol.DATA_CHANNEL_LABEL} did not open",
+            )
+        except BaseException as exc:
+            ws_task.cancel()
+            reason = str(exc) if isinstance(exc, VoiceLiveError) else f"setup failed: {exc!r}"
+            await self._teardown(reason, exc if isinstance(exc, VoiceLiveError) else None)
+            raise
+        self._last_rtp = time.monotonic()
+        self._spawn(self._watch_media(), "media watchdog")
+        log.info(
+            "call %s up: connected in %.0f ms", self.rtc_call_id, (time.monotonic() - self.timings.start) * 1000
+        )
+
+    async def _prepare_offer(self) -> str:
+        opts = self.options
+        pc = self._pc = RTCPeerConnection(rtc_configuration(opts.ice_servers))
+        pc.on("connectionstatechange", self._on_connection_state)
+        pc.on("datachannel", self._adopt_channel)
+        pc.on("track", self._on_track)
+        self._adopt_channel(pc.createDataChannel(protocol.DATA_CHANNEL_LABEL))
+        transceiver = pc.addTransceiver(self.mic, direction="sendrecv")
+        opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
+        transceiver.setCodecPreferences(opus)
+        with host_addresses(opts.ice_pin):
+            await pc.setLocalDescription(await pc.createOffer())
+        self.timings.offer_ready = time.monotonic()
+        return pc.localDescription.sdp
+
+    async def _wait(self, aw: Any, timeout: float, what: str) -> Any:
+        """Wait for `aw`, but give up when the call ends first or the timeout passes."""
+        task = asyncio.ensure_future(aw)
+        ended = asyncio.ensure_future(self.ended.wait())
+        try:
+            done, _ = await asyncio.wait({task, ended}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        if self.end_error is not None:
+            raise self.end_error
+        if self.ended.is_set():
+            raise TransientError(f"{what}: call ended ({self.end_reason})")
+        raise NegotiationError(f"{what} within {timeout:g} s", "timeout")
+
+    # ------------------------------------------------------------------------------------------
+    # Channels
+
+    def _adopt_channel(self, channel: RTCDataChannel) -> None:
+        """Our own channel, or one the service announces: both carry events (some backends open their
+        own). Only the `voice-live-events` label counts for readiness."""
+        if channel in self._channels:
+            return
+        self._channels.append(channel)
+        label = channel.label
+
+        def on_open() -> None:
+            if label == protocol.DATA_CHANNEL_LABEL and not self._dc_open.is_set():
+                self.timings.data_channel_open = time.monotonic()
+                self._dc_open.set()
+                log.debug("data channel %s open", label)
+
+        def on_close() -> None:
+            if label == protocol.DATA_CHANNEL_LABEL and self._dc_open.is_set():
+                self._end("data channel closed", TransientError("the service closed the data channel"))
+
+        channel.on("open", on_open)
+        channel.on("close", on_close)
+        channel.on("message", lambda message: self._on_message(message, "data"))
+        if channel.readyState == "open":
+            on_open()
+
+    async def _read_control(self, control: ControlChannel) -> None:
+        async for message in control.messages():
+            self._on_message(message, "control")
+        if not self._closed:
+            self._end(
+                f"control channel closed by the service ({control.close_reason})",
+                TransientError(f"the service closed the control channel ({control.close_reason})"),
+            )
+
+    def _on_message(self, raw: str | bytes, channel: protocol.Channel) -> None:
+        event = self._parser.parse(raw, channel)
+        if event is None or not self._deduper.first_time(event):
+            return
+        log.debug("%s event %s %s", channel, event.type, event.event_id)
+        if isinstance(event, protocol.SessionCreated):
+            self.session_id = event.session_id
+        if self._answer is not None and not self._answer.done():
+            if isinstance(event, protocol.RtcCallSdpCreated):
+                if event.sdp_answer:
+                    self._answer.set_result(event)
+                else:
+                    self._answer.set_exception(NegotiationError("rtc.call.sdp.created without an sdp_answer"))
+                return
+            if isinstance(event, protocol.RtcCallError | protocol.Error):
+                code = event.error.code
+                self._answer.set_exception(NegotiationError(f"the service refused the call: {event.error}", code))
+                return
+        if isinstance(event, protocol.ResponseCreated | protocol.OutputAudioStarted):
+            if not self._response_active:
+                self._last_rtp = max(self._last_rtp, time.monotonic())
+            self._response_active = True
+        elif isinstance(event, protocol.ResponseDone | protocol.OutputAudioStopped):
+            self._response_active = False
+        if self._events.qsize() >= EVENT_QUEUE_MAX:
+            self._events.get_nowait()
+            self._events_dropped += 1
+            log.warning("event consumer too slow: dropped the oldest event (%d so far)", self._events_dropped)
+        self._events.put_nowait(event)
+
+    def _on_connection_state(self) -> None:
+        assert self._pc is not None
+        state = self._pc.connectionState
+        log.debug("peer connection %s", state)
+        if state == "connected":
+            self.timings.connected = self.timings.connected or time.monotonic()
+            self._connected.set()
+        elif state == "failed":
+            self._end("peer connection failed", TransientError("the WebRTC connection failed"))
+        elif state == "closed" and not self._closed:
+            self._end("peer connection closed", TransientError("the WebRTC connection closed"))
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._spawn(self._read_remote_audio(track), "remote audio")
+
+    async def _read_remote_audio(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            now = time.monotonic()
+            self._last_rtp = now
+            if self.timings.first_rtp is None:
+                self.timings.first_rtp = now
+            self.frames_received += 1
+            if self.on_remote_audio is not None:
+                self.on_remote_audio(frame)  # type: ignore[arg-type]
+
+    async def _watch_media(self) -> None:
+        """RTP must keep coming while the service is answering; a silent peer mid-reply is a dead call."""
+        limit = self.options.media_timeout_s
+        while not self.ended.is_set():
+            await asyncio.sleep(min(0.25, limit / 4))
+            silent = time.monotonic() - self._last_rtp
+            if self._response_active and silent > limit:
+                self._end(
+                    f"no audio from the service for {silent:.1f} s during a reply",
+                    TransientError(f"RTP stopped for {silent:.1f} s during a reply"),
+                )
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("call task %s failed: %r", task.get_name(), exc)
+            self._end(f"internal error in {task.get_name()}", TransientError(repr(exc)))
+
+    # ------------------------------------------------------------------------------------------
+    # Using and ending
+
+    async def events(self) -> AsyncIterator[protocol.ServerEvent]:
+        """Server events, de-duplicated, until the call ends."""
+        while True:
+            item = await self._events.get()
+            if item is _END:
+                self._events.put_nowait(_END)  # for any other reader
+                return
+            assert isinstance(item, protocol.ServerEvent)
+            yield item
+
+    async def send(self, event: dict[str, Any]) -> None:
+        """Send a client event on the control channel (where Voice Live reads them)."""
+        if self._control is None or self.ended.is_set():
+            raise TransientError("the call is not up")
+        await self._control.send(event)
+
+    def _end(self, reason: str, error: VoiceLiveError | None = None) -> None:
+        if self.ended.is_set():
+            return
+        self.end_reason = reason
+        self.end_error = error
+        self.timings.ended = time.monotonic()
+        self.ended.set()
+        self._events.put_nowait(_END)
+        (log.warning if error else log.info)("call %s over: %s", self.rtc_call_id or "(not set up)", reason)
+        if not self._closed:
+            self._spawn(self._teardown(reason, error), "teardown")
+
+    async def hangup(self, reason: str = "hang-up") -> None:
+        """Close the WebSocket (which ends the session at the service), then the peer connection."""
+        await self._teardown(reason, None)
+
+    async def _teardown(self, reason: str, error: VoiceLiveError | BaseException | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._end(reason, error if isinstance(error, VoiceLiveError) else None)
+        if self._control is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._control.close(), 2.0)
+        for channel in self._channels:
+            channel.close()
+        if self._pc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pc.close(), 3.0)
+        current = asyncio.current_task()
+        pending = [t for t in self._tasks if t is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
