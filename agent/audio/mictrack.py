@@ -27,6 +27,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from .frames import PcmBlock
+from .resample import frame_from_pcm
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,6 @@ TIME_BASE = fractions.Fraction(1, RATE)
 
 class BlockSource(Protocol):
     async def get(self) -> PcmBlock: ...
-
-
-def to_av_frame(samples: np.ndarray, rate: int) -> av.AudioFrame:
-    data = np.ascontiguousarray(samples, dtype=np.int16).reshape(1, -1)
-    frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
-    frame.sample_rate = rate
-    return frame
 
 
 class MicTrack(MediaStreamTrack):
@@ -81,7 +75,7 @@ class MicTrack(MediaStreamTrack):
         if self._resampler is None or block.rate != self._resampler_rate:
             self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE, frame_size=FRAME_SAMPLES)
             self._resampler_rate = block.rate
-        for out in self._resampler.resample(to_av_frame(block.samples, block.rate)):
+        for out in self._resampler.resample(frame_from_pcm(block.samples, block.rate)):
             self._ready.append((out.to_ndarray().reshape(-1), block.t_end))
 
     def _drain_available(self) -> None:
@@ -138,9 +132,7 @@ class MicTrack(MediaStreamTrack):
         else:
             samples, t_capture = np.zeros(FRAME_SAMPLES, dtype=np.int16), None
             self.silence_frames += 1
-        frame = to_av_frame(samples, RATE)
-        frame.pts = self._pts
-        frame.time_base = TIME_BASE
+        frame = frame_from_pcm(samples, RATE, pts=self._pts)
         self._pts += FRAME_SAMPLES
         self.frames_sent += 1
         if self._on_frame is not None:

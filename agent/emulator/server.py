@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 #: websockets logs every request line and header at DEBUG, credentials included (`api-key`, `Authorization`,
-#: `?api-key=`). The emulator hands it a logger of its own that stops at INFO, so no debug setting ever
-#: writes a key or token into a log.
+#: `?api-key=`). The emulator hands it a logger of its own that drops everything below INFO, so no debug
+#: setting ever writes a key or token into a log (and above INFO it follows the root level as usual).
 WS_LOG = logging.getLogger(__name__ + ".websockets")
-WS_LOG.setLevel(logging.INFO)
+WS_LOG.addFilter(lambda record: record.levelno >= logging.INFO)
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Any) -> Subprotocol | None:

@@ -1,0 +1,540 @@
+"""The one ALSA reader: a thread reading fixed periods from the microphone, fanned out on asyncio.
+
+One daemon thread owns the capture PCM (pyalsaaudio, blocking `PCM_NORMAL` mode): it opens it, reads
+one period at a time, keeps the configured channel, applies the gain, stamps the block with
+`time.monotonic()` right after the read returned (the one clock for audio), and hands it to the event
+loop with `call_soon_threadsafe`. On the loop, a `CaptureHub` copies each block into every
+subscriber's bounded queue (wake word, pre-roll, the call's mic track); a full queue drops its oldest
+block and counts it, so a slow consumer never holds up the others or the reader.
+
+Errors never end the service: a failed open or read is logged (once per distinct message), the state
+becomes "error", the PCM is closed and reopened with exponential backoff, jitter and a cap, and the
+state goes back to "running" with the first block read.
+
+How pyalsaaudio 0.11 reports trouble (from its source and tests here): an overrun is not an exception,
+`read()` returns `(-EPIPE, b"")` after it has already re-prepared the stream, so the next read works;
+other errors (device gone, suspended) raise `alsaaudio.ALSAAudioError` with alsa-lib's message; a
+device that cannot do the asked rate or channel count is silently opened with the nearest values, so
+`open_pcm` checks what it got.
+
+Opening can block, and pyalsaaudio holds the GIL while it does: `alsaaudio.PCM()` does not release it
+around `snd_pcm_open`, so an open that waits freezes every Python thread, the event loop included
+(measured here: a file-plugin FIFO without a writer stopped the main thread until a writer came). The
+kernel makes a blocking open of a `hw:` PCM that another program holds wait until it is freed (read in
+its source, not testable without a sound card), so `open_pcm` first probes with a non-blocking open,
+which fails at once with EBUSY. `read()` and `write()` do release the GIL.
+
+Stopping: closing a PCM from another thread while `read()` blocks in it is not safe (alsa-lib PCM
+handles are not thread-safe, and pyalsaaudio frees the handle under the reader). So `stop()` only sets a
+flag; the reader sees it after the read in progress returns (within one period on a live device, or
+with the FIFO feeder still writing), closes the PCM itself and ends. If the read never returns (a
+stalled device, or a FIFO whose writer keeps it open and writes nothing), `stop()` gives up after its
+bound, logs it and leaves the daemon thread behind; that thread still closes the PCM and exits
+whenever its read returns, and never touches the event loop after stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import errno
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import alsaaudio
+import numpy as np
+
+from ..config import CaptureConfig
+from .frames import PcmBlock
+
+log = logging.getLogger(__name__)
+
+State = Literal["stopped", "starting", "running", "error"]
+
+PcmFactory = Callable[..., Any]
+"""Opens a PCM: `alsaaudio.PCM` with its keyword arguments; tests pass a fake."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers shared by the ALSA edge (capture and playback)
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with jitter and a cap, for reopening a device.
+
+    Jitter (±`jitter` of the delay) keeps many Pis that lost the same USB hub from retrying in step.
+    """
+
+    initial_s: float = 0.5
+    max_s: float = 10.0
+    factor: float = 2.0
+    jitter: float = 0.2
+    _next_s: float = field(init=False, default=0.0)
+    _rng: random.Random = field(init=False, repr=False, default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self._next_s = self.initial_s
+
+    def next_delay(self) -> float:
+        base = self._next_s
+        self._next_s = min(self.max_s, self._next_s * self.factor)
+        return max(0.0, base * (1 + self._rng.uniform(-self.jitter, self.jitter)))
+
+    def reset(self) -> None:
+        self._next_s = self.initial_s
+
+
+class ErrorReporter:
+    """Logs an error once per distinct message, not once per retry: a missing microphone must not fill
+    the journal every few seconds, but a new kind of failure must show."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._last: str | None = None
+        self.repeats = 0
+
+    def report(self, message: str) -> None:
+        if message != self._last:
+            self._log.error("%s", message)
+            self._last = message
+            self.repeats = 0
+        else:
+            self.repeats += 1
+            self._log.debug("%s (again, %d times)", message, self.repeats)
+
+    def clear(self) -> None:
+        self._last = None
+        self.repeats = 0
+
+
+class RateLimitedCounter:
+    """Counts an event (an overrun) and logs at most once per `interval_s` with the count since."""
+
+    def __init__(self, logger: logging.Logger, what: str, interval_s: float = 10.0) -> None:
+        self._log = logger
+        self._what = what
+        self._interval_s = interval_s
+        self._last_log = -float("inf")
+        self._since = 0
+
+    def hit(self, detail: str = "") -> None:
+        self._since += 1
+        now = time.monotonic()
+        if now - self._last_log >= self._interval_s:
+            self._log.warning("%s: %d since last report%s", self._what, self._since, detail)
+            self._last_log = now
+            self._since = 0
+
+
+class AlsaFormatError(Exception):
+    """The device opened with other parameters than asked for (no `plughw:` / `plug` conversion)."""
+
+
+def open_pcm(
+    factory: PcmFactory, kind: int, device: str, rate: int, channels: int, period_frames: int, periods: int = 4
+) -> Any:
+    """Open an S16_LE interleaved PCM in blocking mode and check it runs at what we asked.
+
+    Runs in the ALSA thread: the open can block (see below, and a file-plugin FIFO with no writer).
+
+    pyalsaaudio takes the nearest values a device offers without failing; a `hw:` device that only does
+    48 kHz stereo would then deliver audio we misread. Better to fail with a message that says what to
+    change (use `plughw:` or the `default` device, or set the rate the device does).
+    """
+    params = dict(
+        type=kind,
+        device=device,
+        rate=rate,
+        channels=channels,
+        format=alsaaudio.PCM_FORMAT_S16_LE,
+        periodsize=period_frames,
+        periods=periods,
+    )
+    # A blocking open of a busy device (another program has it) waits until the device is free, and
+    # pyalsaaudio holds the GIL meanwhile: the whole process would freeze. A non-blocking open fails
+    # at once with EBUSY instead, so probe with one. (A program grabbing the device in the instant
+    # between the two opens would still make us wait; that race is accepted.)
+    factory(mode=alsaaudio.PCM_NONBLOCK, **params).close()
+    pcm = factory(mode=alsaaudio.PCM_NORMAL, **params)
+    info = pcm.info() if hasattr(pcm, "info") else {}
+    got = (info.get("rate", rate), info.get("channels", channels), info.get("format", alsaaudio.PCM_FORMAT_S16_LE))
+    if got != (rate, channels, alsaaudio.PCM_FORMAT_S16_LE):
+        with contextlib.suppress(Exception):
+            pcm.close()
+        raise AlsaFormatError(
+            f"device {device!r} runs at {got[0]} Hz, {got[1]} channel(s), format {info.get('format_name')}"
+            f" instead of {rate} Hz, {channels} channel(s), S16_LE: use a plughw: or plug device,"
+            " or configure what the device supports"
+        )
+    return pcm
+
+
+# --------------------------------------------------------------------------------------------------
+# Fan-out on the asyncio side
+
+
+class SubscriptionClosed(Exception):
+    """The subscription was closed (unsubscribed, or the capture stopped)."""
+
+
+class Subscription:
+    """One consumer's bounded queue of capture blocks. Use on the event loop only.
+
+    `async for block in sub` runs until the subscription is closed. A full queue drops its oldest block
+    and counts it in `dropped`: a consumer that falls behind loses old audio, never delays new audio.
+    Blocks are shared between subscribers: their sample arrays are read-only.
+    """
+
+    def __init__(self, name: str, max_blocks: int, hub: CaptureHub) -> None:
+        self.name = name
+        self.max_blocks = max_blocks
+        self.dropped = 0
+        self.received = 0
+        self._hub = hub
+        self._queue: deque[PcmBlock] = deque()
+        self._event = asyncio.Event()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _put(self, block: PcmBlock) -> None:
+        if len(self._queue) >= self.max_blocks:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append(block)
+        self.received += 1
+        self._event.set()
+
+    def get_nowait(self) -> PcmBlock | None:
+        return self._queue.popleft() if self._queue else None
+
+    async def get(self, timeout: float | None = None) -> PcmBlock:
+        """The next block; raises `SubscriptionClosed` when closed and drained, `TimeoutError` after
+        `timeout` seconds without a block."""
+        async with asyncio.timeout(timeout):
+            while not self._queue:
+                if self._closed:
+                    raise SubscriptionClosed(self.name)
+                self._event.clear()
+                await self._event.wait()
+        return self._queue.popleft()
+
+    def clear(self) -> int:
+        """Forget the queued blocks (a consumer resetting); returns how many."""
+        n = len(self._queue)
+        self._queue.clear()
+        return n
+
+    def close(self) -> None:
+        """Unsubscribe; a waiting `get()` raises `SubscriptionClosed` once the queue is drained."""
+        self._hub.unsubscribe(self)
+
+    def _close(self) -> None:
+        self._closed = True
+        self._event.set()
+
+    def __aiter__(self) -> AsyncIterator[PcmBlock]:
+        return self
+
+    async def __anext__(self) -> PcmBlock:
+        try:
+            return await self.get()
+        except SubscriptionClosed:
+            raise StopAsyncIteration from None
+
+
+class CaptureHub:
+    """Copies every capture block to each subscriber's bounded queue. Use on the event loop only."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, Subscription] = {}
+
+    def subscribe(self, name: str, max_blocks: int) -> Subscription:
+        if name in self._subs:
+            raise ValueError(f"a capture subscriber named {name!r} exists already")
+        if max_blocks < 1:
+            raise ValueError("max_blocks must be at least 1")
+        sub = Subscription(name, max_blocks, self)
+        self._subs[name] = sub
+        return sub
+
+    def unsubscribe(self, sub: Subscription | str) -> None:
+        name = sub if isinstance(sub, str) else sub.name
+        found = self._subs.pop(name, None)
+        if found is not None:
+            found._close()
+
+    @property
+    def subscribers(self) -> tuple[str, ...]:
+        return tuple(self._subs)
+
+    def publish(self, block: PcmBlock) -> None:
+        for sub in self._subs.values():
+            sub._put(block)
+
+    def close(self) -> None:
+        """Close every subscription (their iterators end); new subscriptions are still accepted."""
+        for name in list(self._subs):
+            self.unsubscribe(name)
+
+
+# --------------------------------------------------------------------------------------------------
+# The reader
+
+
+@dataclass
+class CaptureStats:
+    state: State = "stopped"
+    blocks: int = 0
+    overruns: int = 0
+    reopen_count: int = 0
+    last_error: str | None = None
+
+
+def apply_gain(samples: np.ndarray, gain_db: float) -> np.ndarray:
+    """int16 samples times 10^(gain_db/20), rounded and clipped to the int16 range."""
+    if gain_db == 0:
+        return samples
+    scaled = np.rint(samples.astype(np.float32) * np.float32(10 ** (gain_db / 20)))
+    return np.clip(scaled, -32768, 32767).astype(np.int16)
+
+
+def pick_channel(interleaved: np.ndarray, channels: int, channel: int) -> np.ndarray:
+    """One channel out of interleaved int16 frames (a copy, contiguous)."""
+    if channels == 1:
+        return interleaved
+    frames = len(interleaved) // channels
+    return np.ascontiguousarray(interleaved[: frames * channels].reshape(frames, channels)[:, channel])
+
+
+class AlsaCapture:
+    """Reads the microphone in one thread and publishes `PcmBlock`s on `hub` (see the module docstring).
+
+    `ready` is set when the first block reached the event loop (the service's systemd READY waits on
+    it). `stats` is a snapshot. `start()` and `stop()` run on the event loop.
+    """
+
+    #: How far ahead of real time a device that never blocks (a regular file, the `null` device) may
+    #: run before reads are paced, so a misconfigured device cannot flood the consumers.
+    MAX_AHEAD_S = 0.1
+
+    def __init__(
+        self,
+        cfg: CaptureConfig,
+        *,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        stop_timeout_s: float = 1.0,
+        pcm_factory: PcmFactory = alsaaudio.PCM,
+    ) -> None:
+        if not 0 <= cfg.channel < cfg.channels:
+            raise ValueError(f"capture channel {cfg.channel} is not one of the {cfg.channels} channels")
+        self.cfg = cfg
+        self.rate = cfg.rate
+        self.period_frames = cfg.rate * cfg.period_ms // 1000
+        self.period_s = self.period_frames / cfg.rate
+        self.hub = CaptureHub()
+        self.ready = asyncio.Event()
+        self._backoff = Backoff(backoff_initial_s, backoff_max_s)
+        self._stop_timeout_s = stop_timeout_s
+        self._pcm_factory = pcm_factory
+        self._errors = ErrorReporter(log)
+        self._overruns = RateLimitedCounter(log, f"capture overruns on {cfg.device!r}")
+        self._stats = CaptureStats()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._seq = 0
+
+    @property
+    def stats(self) -> CaptureStats:
+        with self._lock:
+            return dataclasses.replace(self._stats)
+
+    @property
+    def state(self) -> State:
+        return self._stats.state
+
+    def _update(self, **changes: Any) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self._stats, key, value)
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            setattr(self._stats, key, getattr(self._stats, key) + 1)
+
+    async def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._loop = asyncio.get_running_loop()
+        self._stop = threading.Event()  # a fresh flag: a thread left behind by stop() keeps its own
+        self._update(state="starting")
+        self._thread = threading.Thread(
+            target=self._run, args=(self._stop,), name=f"alsa-capture:{self.cfg.device}", daemon=True
+        )
+        self._thread.start()
+        log.info(
+            "capture from %r: %d Hz, %d channel(s), keeping channel %d, %d ms periods, gain %+.1f dB",
+            self.cfg.device,
+            self.rate,
+            self.cfg.channels,
+            self.cfg.channel,
+            self.cfg.period_ms,
+            self.cfg.gain_db,
+        )
+
+    async def stop(self) -> None:
+        """Stop reading and close the device; returns within one period plus `stop_timeout_s`."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join, self.period_s + self._stop_timeout_s)
+            if thread.is_alive():
+                log.warning(
+                    "capture thread is still blocked in the device (no data for %.1f s); leaving it behind,"
+                    " it closes the device when its read returns",
+                    self.period_s + self._stop_timeout_s,
+                )
+        self._update(state="stopped")
+        self.ready.clear()
+        self.hub.close()
+
+    # -- the thread --------------------------------------------------------------------------------
+
+    def _run(self, stop: threading.Event) -> None:
+        first = True
+        while not stop.is_set():
+            if not first:
+                self._count("reopen_count")
+            first = False
+            try:
+                pcm = open_pcm(
+                    self._pcm_factory,
+                    alsaaudio.PCM_CAPTURE,
+                    self.cfg.device,
+                    self.rate,
+                    self.cfg.channels,
+                    self.period_frames,
+                )
+            except Exception as exc:
+                self._fail(f"cannot open capture device {self.cfg.device!r}: {exc}")
+                stop.wait(self._backoff.next_delay())
+                continue
+            try:
+                self._read_loop(pcm, stop)
+            except Exception as exc:
+                self._fail(f"capture device {self.cfg.device!r} failed: {exc}")
+                self._close(pcm)
+                stop.wait(self._backoff.next_delay())
+                continue
+            self._close(pcm)
+        log.debug("capture thread for %r ended", self.cfg.device)
+
+    def _fail(self, message: str) -> None:
+        self._errors.report(message)
+        self._update(state="error", last_error=message)
+
+    @staticmethod
+    def _close(pcm: Any) -> None:
+        with contextlib.suppress(Exception):
+            pcm.close()
+
+    def _read_loop(self, pcm: Any, stop: threading.Event) -> None:
+        """Read until `stop`; raises on a device error. Reads that never block (a regular file or the
+        `null` device) are paced to real time; reads that block re-anchor the pace, so a live device,
+        whose clock drifts from ours, is never held back."""
+        anchor: float | None = None
+        k = 0
+        broken_pipes = 0
+        warned = False
+        while not stop.is_set():
+            t_before = time.monotonic()
+            try:
+                n, data = pcm.read()
+            except alsaaudio.ALSAAudioError as exc:
+                # Older pyalsaaudio raised on an overrun; treat a few in a row as overruns.
+                if "Broken pipe" in str(exc) and broken_pipes < 10:
+                    broken_pipes += 1
+                    self._overrun()
+                    continue
+                raise
+            t_end = time.monotonic()
+            if stop.is_set():
+                return  # stopping: nobody wants this block, and the loop may be gone
+            if n < 0:
+                if n == -errno.EPIPE:
+                    self._overrun()
+                    anchor = None
+                    continue
+                raise alsaaudio.ALSAAudioError(f"read returned {n}")
+            broken_pipes = 0
+            if n == 0 or not data:
+                stop.wait(self.period_s / 4)  # nothing to read (not expected in blocking mode)
+                continue
+            self._deliver_from_thread(self._make_block(data, t_end), stop)
+            if anchor is None or t_end - t_before >= self.period_s / 2:
+                anchor, k = t_end, 0
+            else:
+                k += 1
+                ahead = anchor + k * self.period_s - t_end
+                if ahead > self.MAX_AHEAD_S:
+                    if not warned:
+                        warned = True
+                        log.warning(
+                            "capture device %r delivers faster than real time (a file or the null device?):"
+                            " pacing its reads",
+                            self.cfg.device,
+                        )
+                    stop.wait(ahead - self.MAX_AHEAD_S)
+
+    def _overrun(self) -> None:
+        self._count("overruns")
+        self._overruns.hit(" (the reader fell behind: audio was lost)")
+
+    def _make_block(self, data: bytes, t_end: float) -> PcmBlock:
+        interleaved = np.frombuffer(data, dtype=np.int16)
+        mono = apply_gain(pick_channel(interleaved, self.cfg.channels, self.cfg.channel), self.cfg.gain_db)
+        mono.flags.writeable = False  # shared by every subscriber
+        self._seq += 1
+        return PcmBlock(samples=mono, rate=self.rate, t_end=t_end, seq=self._seq)
+
+    def _deliver_from_thread(self, block: PcmBlock, stop: threading.Event) -> None:
+        with self._lock:
+            self._stats.blocks += 1
+            recovered = self._stats.state != "running"
+            if recovered:
+                was_error = self._stats.state == "error"
+                self._stats.state = "running"
+        if recovered:
+            self._backoff.reset()
+            self._errors.clear()
+            if was_error:
+                log.info("capture from %r works again", self.cfg.device)
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, block, stop)
+        except RuntimeError:  # the loop is closed: nobody left to read
+            stop.set()
+
+    def _deliver(self, block: PcmBlock, stop: threading.Event) -> None:
+        """On the event loop."""
+        if stop.is_set():
+            return
+        self.hub.publish(block)
+        if not self.ready.is_set():
+            self.ready.set()

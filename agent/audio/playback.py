@@ -1,0 +1,462 @@
+"""Bounded playout to the ALSA speaker: the assistant's voice and earcons.
+
+The event loop converts incoming audio (aiortc's 48 kHz stereo s16 frames, or mono int16 earcons) to the
+device's rate and channels with PyAV's resampler and appends it to a bounded playout buffer; one thread
+owns the playback PCM and writes one period at a time from that buffer, or silence when it is empty.
+
+- Bounded: the buffer holds at most `buffer_ms`; when full, the oldest audio is dropped and counted, so a
+  burst (aiortc's incoming queue is unbounded) cannot build up seconds of delay.
+- Barge-in: `flush()` empties the buffer at once; the thread also drops what ALSA still holds
+  (`pcm.drop()`, at most the write lead of ~2 periods), so playback stops within about one period.
+- Paced: the thread keeps at most `lead_periods` (2) periods ahead of real time on the monotonic clock.
+  A real device also blocks `write()` when its buffer is full, so self-pacing simply never gets far
+  ahead there; the `null`-backed file plugin never blocks, and without pacing the thread would spin
+  writing silence. When the device reports how much it holds (`avail()`), that is used to re-anchor
+  the pace, so a DAC clock that runs faster than ours cannot slowly drain the device into an xrun.
+- Silence, not gaps: the PCM stays open and gets silence while the buffer is empty (no xruns, no
+  clicks from a stopping and restarting amplifier). An `underrun` is counted only when the buffer ran
+  dry in the middle of audio, that is, when more audio came within `underrun_gap_ms` of running dry;
+  an answer that ended and a later one that started are not underruns. After running dry, play starts
+  again once `prebuffer_ms` is buffered (or the oldest buffered sample has waited that long, so short
+  clips play too).
+- Timing: `mark()` returns the position of the next sample queued; `first_write_after(mark)` gives the
+  monotonic time right after the write that carried it to ALSA (None until then). `on_written` is
+  called from the thread with (that time, audio frames written) after each write that carried audio.
+  Both mean "handed to ALSA"; the device plays it about the write lead later.
+
+Errors never end the service: a failed open or write is logged once per distinct message, the state
+becomes "error", and the device is reopened with backoff; audio keeps queueing (bounded) meanwhile.
+`stop()` drops what is queued and closes promptly (no drain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import dataclasses
+import errno
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import alsaaudio
+import av
+import numpy as np
+
+from ..config import PlaybackConfig
+from .capture import Backoff, ErrorReporter, PcmFactory, RateLimitedCounter, open_pcm
+from .resample import PcmConverter, convert_pcm
+
+log = logging.getLogger(__name__)
+
+State = Literal["stopped", "starting", "running", "error"]
+
+
+@dataclass
+class PlaybackStats:
+    state: State = "stopped"
+    written_frames: int = 0
+    """Frames handed to ALSA, silence included."""
+    audio_frames: int = 0
+    """Frames of queued audio handed to ALSA."""
+    underruns: int = 0
+    """The playout buffer ran dry in the middle of audio."""
+    xruns: int = 0
+    """ALSA itself ran dry (write returned -EPIPE): the thread was late."""
+    dropped_ms: float = 0.0
+    """Audio dropped because the buffer was full."""
+    flushed_ms: float = 0.0
+    """Audio dropped by flush()."""
+    reopen_count: int = 0
+    last_error: str | None = None
+
+
+class PlayoutBuffer:
+    """A thread-safe FIFO of interleaved int16 frames with a bound and absolute positions.
+
+    Positions count frames since creation: `end_pos` is where the next pushed frame goes, `head_pos` the
+    first frame still buffered. Dropped frames advance `head_pos` without being played, which is what
+    lets `AlsaPlayback.first_write_after` map a mark to a write.
+    """
+
+    def __init__(self, channels: int, max_frames: int) -> None:
+        self.channels = channels
+        self.max_frames = max_frames
+        self._chunks: deque[np.ndarray] = deque()  # each (frames, channels)
+        self._frames = 0
+        self._lock = threading.Lock()
+        self.head_pos = 0
+        self.end_pos = 0
+        self.oldest_push_t: float | None = None
+
+    @property
+    def frames(self) -> int:
+        return self._frames
+
+    def push(self, interleaved: np.ndarray) -> int:
+        """Append frames; returns how many old frames were dropped to stay within the bound."""
+        chunk = np.asarray(interleaved, dtype=np.int16).reshape(-1, self.channels)
+        if not len(chunk):
+            return 0
+        with self._lock:
+            if not self._frames:
+                self.oldest_push_t = time.monotonic()
+            self._chunks.append(chunk)
+            self._frames += len(chunk)
+            self.end_pos += len(chunk)
+            excess = self._frames - self.max_frames
+            if excess > 0:
+                self._drop_head(excess)
+            return max(0, excess)
+
+    def take(self, n: int) -> tuple[np.ndarray, int]:
+        """Up to `n` frames from the head, and the position of the first of them."""
+        with self._lock:
+            start = self.head_pos
+            parts: list[np.ndarray] = []
+            need = n
+            while need and self._chunks:
+                head = self._chunks[0]
+                if len(head) <= need:
+                    parts.append(self._chunks.popleft())
+                    need -= len(head)
+                else:
+                    parts.append(head[:need])
+                    self._chunks[0] = head[need:]
+                    need = 0
+            got = n - need
+            self._frames -= got
+            self.head_pos += got
+            if not self._frames:
+                self.oldest_push_t = None
+        out = np.concatenate(parts) if parts else np.zeros((0, self.channels), np.int16)
+        return out, start
+
+    def clear(self) -> int:
+        """Drop everything; returns how many frames."""
+        with self._lock:
+            n = self._frames
+            self._drop_head(n)
+            return n
+
+    def _drop_head(self, n: int) -> None:
+        """Under the lock."""
+        self._frames -= n
+        self.head_pos += n
+        while n and self._chunks:
+            head = self._chunks[0]
+            if len(head) <= n:
+                self._chunks.popleft()
+                n -= len(head)
+            else:
+                self._chunks[0] = head[n:]
+                n = 0
+        if not self._frames:
+            self.oldest_push_t = None
+
+
+class AlsaPlayback:
+    """Plays queued audio on an ALSA device from one thread (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: PlaybackConfig,
+        *,
+        prebuffer_ms: float | None = None,
+        underrun_gap_ms: float = 500.0,
+        lead_periods: float = 2.0,
+        on_written: Callable[[float, int], None] | None = None,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        stop_timeout_s: float = 1.0,
+        pcm_factory: PcmFactory = alsaaudio.PCM,
+    ) -> None:
+        if cfg.channels not in (1, 2):
+            raise ValueError(f"playback channels must be 1 or 2, not {cfg.channels}")
+        self.cfg = cfg
+        self.rate = cfg.rate
+        self.channels = cfg.channels
+        self.period_frames = cfg.rate * cfg.period_ms // 1000
+        self.period_s = self.period_frames / cfg.rate
+        self.on_written = on_written
+        self._prebuffer_frames = int(self.rate * (cfg.period_ms if prebuffer_ms is None else prebuffer_ms) / 1000)
+        self._underrun_gap_s = underrun_gap_ms / 1000
+        self._lead_s = lead_periods * self.period_s
+        self._backoff = Backoff(backoff_initial_s, backoff_max_s)
+        self._stop_timeout_s = stop_timeout_s
+        self._pcm_factory = pcm_factory
+        self._errors = ErrorReporter(log)
+        self._xruns = RateLimitedCounter(log, f"playback xruns on {cfg.device!r}")
+        self._buf = PlayoutBuffer(self.channels, max(self.period_frames, cfg.rate * cfg.buffer_ms // 1000))
+        self._converter = PcmConverter(self.rate, self.channels)
+        self._volume = float(cfg.volume)
+        self._stats = PlaybackStats()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._flush_req = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._writes: deque[tuple[int, float]] = deque(maxlen=4096)  # (end position, time) of audio writes
+        self._writes_lock = threading.Lock()
+        # Owned by the thread:
+        self._playing = False
+        self._dry_since: float | None = None
+        self._audio_until = 0.0  # monotonic time when the audio handed to ALSA so far ends
+
+    # -- state -------------------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> PlaybackStats:
+        with self._lock:
+            return dataclasses.replace(self._stats)
+
+    @property
+    def state(self) -> State:
+        return self._stats.state
+
+    @property
+    def volume(self) -> float:
+        return self._volume
+
+    @volume.setter
+    def volume(self, value: float) -> None:
+        self._volume = min(1.0, max(0.0, float(value)))
+
+    @property
+    def buffered_ms(self) -> float:
+        """Audio queued and not yet handed to ALSA."""
+        return self._buf.frames * 1000 / self.rate
+
+    @property
+    def buffered_s(self) -> float:
+        """Audio still to be heard: queued, plus what ALSA holds and has not played yet (0 when
+        the speaker is silent). A conversation uses it to tell when the assistant stopped speaking."""
+        in_device = max(0.0, self._audio_until - time.monotonic())
+        return self._buf.frames / self.rate + in_device
+
+    def _update(self, **changes: Any) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self._stats, key, value)
+
+    def _add(self, key: str, amount: float) -> None:
+        with self._lock:
+            setattr(self._stats, key, getattr(self._stats, key) + amount)
+
+    # -- input (event loop) ------------------------------------------------------------------------
+
+    def write_frame(self, frame: av.AudioFrame) -> None:
+        """Queue one decoded frame (any rate and layout; aiortc gives 48 kHz stereo s16)."""
+        self._push(self._converter.convert(frame))
+
+    def write_pcm(self, samples: np.ndarray, rate: int) -> None:
+        """Queue mono int16 samples at `rate` (an earcon)."""
+        self._push(convert_pcm(samples, rate, self.rate, self.channels))
+
+    def _push(self, interleaved: np.ndarray) -> None:
+        dropped = self._buf.push(interleaved)
+        if dropped:
+            self._add("dropped_ms", dropped * 1000 / self.rate)
+            log.debug("playout buffer full: dropped %.0f ms of the oldest audio", dropped * 1000 / self.rate)
+
+    def flush(self) -> float:
+        """Drop all queued audio (barge-in); returns the ms dropped from the buffer. The thread also
+        drops the little audio already handed to ALSA, so the speaker stops within about a period."""
+        frames = self._buf.clear()
+        ms = frames * 1000 / self.rate
+        self._add("flushed_ms", ms)
+        self._flush_req.set()
+        self._wake.set()
+        return ms
+
+    def mark(self) -> int:
+        """The position of the next sample to be queued, for `first_write_after`."""
+        return self._buf.end_pos
+
+    def first_write_after(self, mark: int) -> float | None:
+        """Monotonic time right after the write that carried the first audio queued after `mark` (or a
+        later sample, if that one was dropped); None if none was written yet, or too long ago."""
+        with self._writes_lock:
+            i = bisect.bisect_right(self._writes, mark, key=lambda w: w[0])
+            return self._writes[i][1] if i < len(self._writes) else None
+
+    # -- lifecycle (event loop) --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = threading.Event()
+        self._update(state="starting")
+        self._thread = threading.Thread(
+            target=self._run, args=(self._stop,), name=f"alsa-playback:{self.cfg.device}", daemon=True
+        )
+        self._thread.start()
+        log.info(
+            "playback to %r: %d Hz, %d channel(s), %d ms periods, buffer %d ms, volume %.2f",
+            self.cfg.device,
+            self.rate,
+            self.channels,
+            self.cfg.period_ms,
+            self.cfg.buffer_ms,
+            self._volume,
+        )
+
+    async def stop(self) -> None:
+        """Stop at once: queued audio is dropped, the device closed without draining."""
+        self._stop.set()
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join, self.period_s + self._stop_timeout_s)
+            if thread.is_alive():
+                log.warning("playback thread is still blocked in the device; leaving it behind")
+        self._buf.clear()
+        self._audio_until = 0.0
+        self._update(state="stopped")
+
+    # -- the thread --------------------------------------------------------------------------------
+
+    def _run(self, stop: threading.Event) -> None:
+        first = True
+        while not stop.is_set():
+            if not first:
+                self._add("reopen_count", 1)
+            first = False
+            try:
+                pcm = open_pcm(
+                    self._pcm_factory,
+                    alsaaudio.PCM_PLAYBACK,
+                    self.cfg.device,
+                    self.rate,
+                    self.channels,
+                    self.period_frames,
+                )
+            except Exception as exc:
+                self._fail(f"cannot open playback device {self.cfg.device!r}: {exc}")
+                stop.wait(self._backoff.next_delay())
+                continue
+            try:
+                self._play_loop(pcm, stop)
+            except Exception as exc:
+                self._fail(f"playback device {self.cfg.device!r} failed: {exc}")
+                self._close(pcm)
+                stop.wait(self._backoff.next_delay())
+                continue
+            self._close(pcm)
+        log.debug("playback thread for %r ended", self.cfg.device)
+
+    def _fail(self, message: str) -> None:
+        self._errors.report(message)
+        self._update(state="error", last_error=message)
+
+    @staticmethod
+    def _close(pcm: Any) -> None:
+        """Drop, then close: pyalsaaudio's close() drains a playback PCM, which would block for the
+        device's whole buffer."""
+        with contextlib.suppress(Exception):
+            pcm.drop()
+        with contextlib.suppress(Exception):
+            pcm.close()
+
+    def _play_loop(self, pcm: Any, stop: threading.Event) -> None:
+        buffer_frames = int(pcm.info().get("buffer_size", 0)) if hasattr(pcm, "info") else 0
+        silence = np.zeros((self.period_frames, self.channels), np.int16)
+        sched = time.monotonic()  # when the next frame written will play
+        running = False
+        while not stop.is_set():
+            if self._flush_req.is_set():
+                self._flush_req.clear()
+                self._playing, self._dry_since = False, None
+                if self._audio_until > time.monotonic():
+                    pcm.drop()  # the next write prepares the PCM again
+                    sched = self._audio_until = time.monotonic()
+            now = time.monotonic()
+            sched = max(sched, now)
+            ahead = sched - now
+            if ahead > self._lead_s:
+                self._wake.wait(min(ahead - self._lead_s, self.period_s))
+                self._wake.clear()
+                continue
+            chunk, start_pos, n_audio = self._next_period(now, may_wait=ahead > self.period_s / 2)
+            if chunk is None:
+                self._wake.wait(self.period_s / 4)
+                self._wake.clear()
+                continue
+            if n_audio:
+                chunk = self._scaled(chunk)
+            elif not len(chunk):
+                chunk = silence
+            res = pcm.write(chunk.tobytes())
+            t = time.monotonic()
+            if res < 0:
+                if res != -errno.EPIPE:
+                    raise alsaaudio.ALSAAudioError(f"write returned {res}")
+                self._add("xruns", 1)
+                self._xruns.hit()
+                sched = t
+                continue
+            if not running:
+                running = True
+                if self._stats.state == "error":
+                    log.info("playback to %r works again", self.cfg.device)
+                self._update(state="running")
+                self._backoff.reset()
+                self._errors.clear()
+            self._add("written_frames", res)
+            sched += res / self.rate
+            if buffer_frames:
+                avail = pcm.avail()
+                if 0 <= avail < buffer_frames:  # the device tells how much it holds: trust it
+                    sched = t + (buffer_frames - avail) / self.rate
+            if n_audio:
+                self._audio_until = sched
+                self._add("audio_frames", n_audio)
+                with self._writes_lock:
+                    self._writes.append((start_pos + n_audio, t))
+                if self.on_written is not None:
+                    try:
+                        self.on_written(t, n_audio)
+                    except Exception:  # a hook's bug is not a device failure
+                        log.exception("playback on_written hook failed")
+
+    def _next_period(self, now: float, *, may_wait: bool) -> tuple[np.ndarray | None, int, int]:
+        """What to write next: (frames, position of the first audio frame, number of audio frames).
+        Frames are a period of audio, audio padded with silence when the buffer ran dry, or empty for
+        a period of silence; None to wait a little for the rest of a period (only while the write lead
+        allows)."""
+        buffered = self._buf.frames
+        if not self._playing:
+            if not buffered:
+                if self._dry_since is not None and now - self._dry_since > self._underrun_gap_s:
+                    self._dry_since = None  # the audio ended: a later start is no underrun
+                return np.zeros((0, self.channels), np.int16), 0, 0
+            oldest = self._buf.oldest_push_t
+            waited = now - oldest if oldest is not None else 0.0
+            if buffered < self._prebuffer_frames and waited < self._prebuffer_frames / self.rate:
+                return np.zeros((0, self.channels), np.int16), 0, 0
+            if self._dry_since is not None and now - self._dry_since <= self._underrun_gap_s:
+                self._add("underruns", 1)
+                log.debug("playout underrun: the buffer ran dry for %.0f ms mid-audio", (now - self._dry_since) * 1000)
+            self._dry_since = None
+            self._playing = True
+        if buffered < self.period_frames and may_wait:
+            return None, 0, 0
+        frames, start = self._buf.take(self.period_frames)
+        n_audio = len(frames)
+        if n_audio < self.period_frames:
+            self._playing = False
+            self._dry_since = now
+            pad = np.zeros((self.period_frames - n_audio, self.channels), np.int16)
+            frames = np.concatenate([frames, pad])
+        return frames, start, n_audio
+
+    def _scaled(self, frames: np.ndarray) -> np.ndarray:
+        vol = self._volume
+        if vol >= 1.0:
+            return frames
+        return np.rint(frames.astype(np.float32) * np.float32(vol)).astype(np.int16)

@@ -1,0 +1,140 @@
+"""`voice-agent`: the command line.
+
+    voice-agent run [--config PATH] [--check-config]   the service (systemd runs this)
+    voice-agent demo [--json] [--out DIR]               the whole loop on this machine, no hardware, no cloud
+    voice-agent emulator [--port N] ...                 a local Voice Live emulator on 127.0.0.1
+
+Configuration errors exit with 78 (EX_CONFIG) and name the key, so systemd does not restart in a loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import EXIT_CONFIG, ConfigError
+
+log = logging.getLogger("agent")
+
+
+def _setup_logging(level: str | int, stream: object = sys.stdout) -> None:
+    """Logs go to stdout for journald, which adds its own timestamps."""
+    handler = logging.StreamHandler(stream)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # aiortc and aioice are chatty at DEBUG; their INFO is what matters for us.
+    for name in ("aioice", "aiortc", "websockets"):
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import default_config_path, load_config, load_credentials
+    from .service import run_service
+
+    path = Path(args.config) if args.config else default_config_path(os.environ)
+    config = load_config(path)
+    if not config.voicelive.endpoint:
+        raise ConfigError("voicelive.endpoint", "required: wss://<resource>.services.ai.azure.com")
+    credentials = load_credentials(config.voicelive.auth, os.environ)
+    if args.check_config:
+        print(f"configuration OK: {path or 'built-in defaults'} (credentials: {credentials.describe()})")
+        return 0
+    _setup_logging(config.logging.level)
+    return asyncio.run(run_service(config, credentials))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
+    return asyncio.run(run_demo(out_dir=Path(args.out), as_json=args.json, clip=args.clip))
+
+
+def _cmd_emulator(args: argparse.Namespace) -> int:
+    from .emulator.server import serve_forever
+    from .emulator.settings import EmulatorSettings, Faults
+    from .voicelive.auth import Secret
+
+    _setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    if args.api_key_file:
+        key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
+        if not key:
+            raise ConfigError("--api-key-file", f"{args.api_key_file} is empty")
+    else:
+        key = secrets.token_urlsafe(24)
+        keyfile = Path(args.write_key_file)
+        keyfile.touch(mode=0o600)
+        keyfile.chmod(0o600)
+        keyfile.write_text(key + "\n", encoding="utf-8")
+        log.info("no --api-key-file: generated a key and wrote it to %s (mode 0600)", keyfile)
+    faults = Faults()
+    for item in args.fault:
+        name, _, value = item.partition("=")
+        if not hasattr(faults, name):
+            raise ConfigError("--fault", f"unknown fault {name!r}; known: {', '.join(vars(faults))}")
+        current = getattr(faults, name)
+        setattr(faults, name, True if not value else (float(value) if not isinstance(current, bool) else value == "1"))
+    settings = EmulatorSettings(
+        host=args.host,
+        port=args.port,
+        api_key=Secret(key),
+        reply_mode=args.reply,
+        reply_wav=Path(args.reply_wav) if args.reply_wav else None,
+        faults=faults,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(settings))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voice-agent", description="Hands-free voice agent for Azure Voice Live")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the service")
+    run.add_argument("--config", help="YAML file (default: $VOICE_AGENT_CONFIG or /etc/voice-agent/config.yaml)")
+    run.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    run.set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser("demo", help="wake word to reply on this machine, against the local emulator")
+    demo.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    demo.add_argument("--out", default="demo-out", help="folder for the reply WAV (default: ./demo-out)")
+    demo.add_argument("--clip", help="a WAV to use as the microphone instead of the built-in phrase")
+    demo.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    demo.set_defaults(func=_cmd_demo)
+
+    emu = sub.add_parser("emulator", help="a local Voice Live emulator (loopback only by default)")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=int, default=8765)
+    emu.add_argument("--api-key-file", help="the key clients must send (default: generate one)")
+    emu.add_argument("--write-key-file", default="emulator-api-key", help="where a generated key is written")
+    emu.add_argument("--reply", choices=["parrot", "file"], default="parrot")
+    emu.add_argument("--reply-wav", help="the WAV for --reply file")
+    emu.add_argument("--fault", action="append", default=[], metavar="NAME[=VALUE]", help="inject a fault")
+    emu.add_argument("-v", "--verbose", action="store_true")
+    emu.set_defaults(func=_cmd_emulator)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"voice-agent: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

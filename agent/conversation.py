@@ -1,0 +1,201 @@
+"""One conversation: from a trigger (wake word or button) to hang-up, driven by the service's events.
+
+The state follows the events (`speech_started` / `speech_stopped`, `response.created`,
+`output_audio_buffer.started` / `stopped`, `response.done`) and local playback. After a reply, a
+follow-up window lets the user speak again without the wake word; when it passes, or the call reaches
+its maximum length, the agent hangs up. Every way out of `run()` ends the call and returns a result, so
+the device always goes back to listening for the wake word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import av
+import numpy as np
+
+from .audio.mictrack import BlockSource, MicTrack
+from .config import ConversationConfig
+from .leds import State
+from .voicelive import protocol
+from .voicelive.auth import Credentials
+from .voicelive.call import CallOptions, VoiceLiveCall
+from .voicelive.control import Target
+from .voicelive.errors import VoiceLiveError
+
+log = logging.getLogger(__name__)
+
+#: A frame whose peak is above this (about -54 dBFS) is part of a reply, not the silence between replies.
+AUDIBLE = 64
+
+#: After the user stops speaking, how long to wait for the service to start a response before hanging up.
+RESPONSE_WAIT_S = 15.0
+
+
+class Speaker(Protocol):
+    """What a conversation needs of playback."""
+
+    def write_frame(self, frame: av.AudioFrame) -> None: ...
+
+    def flush(self) -> float:
+        """Drop the queued reply audio at once (barge-in); returns the milliseconds dropped."""
+        ...
+
+    @property
+    def buffered_s(self) -> float: ...
+
+    def mark(self) -> int:
+        """The position of the next sample queued (for `first_write_after`)."""
+        ...
+
+
+@dataclass
+class ConversationResult:
+    """How one conversation went, for logs, the demo and the benchmarks."""
+
+    trigger: str
+    t_trigger: float
+    ok: bool = False
+    end_reason: str = ""
+    error_kind: str | None = None
+    error: str | None = None
+    rtc_call_id: str | None = None
+    connect_ms: float | None = None
+    preroll_s: float = 0.0
+    responses: list[str] = field(default_factory=list)  # response.done statuses
+    transcripts: list[str] = field(default_factory=list)
+    barge_ins: int = 0
+    t_speech_stopped: list[float] = field(default_factory=list)  # when the agent got speech_stopped
+    #: For each reply, the playout position of its first audible sample: with the speaker's
+    #: `first_write_after` it gives when the assistant's voice reached ALSA.
+    reply_marks: list[int] = field(default_factory=list)
+
+
+class Conversation:
+    def __init__(
+        self,
+        target: Target,
+        credentials: Credentials,
+        options: CallOptions,
+        cfg: ConversationConfig,
+        speaker: Speaker,
+        set_state: Callable[[State], None],
+        on_uplink_frame: Callable[[float | None, int], None] | None = None,
+    ) -> None:
+        self.target = target
+        self.credentials = credentials
+        self.options = options
+        self.cfg = cfg
+        self.speaker = speaker
+        self.set_state = set_state
+        self.on_uplink_frame = on_uplink_frame
+        self.call: VoiceLiveCall | None = None
+        self._result: ConversationResult | None = None
+        self._awaiting_reply_audio = False
+
+    def _on_remote_frame(self, frame: av.AudioFrame) -> None:
+        """Queue the service's audio; note where each reply's first audible sample lands. The service
+        sends RTP all the time (silence between replies), so audibility, not arrival, marks a reply."""
+        result = self._result
+        if self._awaiting_reply_audio and result is not None and int(np.max(np.abs(frame.to_ndarray()))) > AUDIBLE:
+            result.reply_marks.append(self.speaker.mark())
+            self._awaiting_reply_audio = False
+        self.speaker.write_frame(frame)
+
+    async def run(
+        self, trigger: str, t_trigger: float, audio: BlockSource, preroll_s: float = 0.0
+    ) -> ConversationResult:
+        result = self._result = ConversationResult(trigger=trigger, t_trigger=t_trigger, preroll_s=preroll_s)
+        self.set_state(State.CONNECTING)
+        mic = MicTrack(audio, on_frame=self.on_uplink_frame)
+        call = self.call = VoiceLiveCall(self.target, self.credentials, mic, self.options, self._on_remote_frame)
+        try:
+            await call.start()
+        except VoiceLiveError as exc:
+            mic.stop()
+            result.end_reason, result.error_kind, result.error = "call failed", exc.kind, str(exc)
+            log.warning("call failed (%s): %s", exc.kind, exc)
+            return result
+        result.rtc_call_id = call.rtc_call_id
+        result.connect_ms = round((time.monotonic() - t_trigger) * 1000, 1)
+        self.set_state(State.LISTENING)
+        try:
+            await self._converse(call, result)
+        finally:
+            mic.stop()
+            await call.hangup(result.end_reason or "hang-up")
+        if call.end_error is not None and not result.ok:
+            result.error_kind, result.error = call.end_error.kind, str(call.end_error)
+        return result
+
+    async def _converse(self, call: VoiceLiveCall, result: ConversationResult) -> None:
+        cfg = self.cfg
+        now = time.monotonic()
+        max_end = now + cfg.max_call_s
+        # Before the first reply the user may still be talking (pre-roll); the window starts on connect.
+        followup_end: float | None = now + max(cfg.followup_s, 0.1)
+        speaking = False
+        server_audio_done = True
+        response_open = False
+        events = call.events().__aiter__()
+        while True:
+            deadline = min(max_end, followup_end) if followup_end is not None else max_end
+            try:
+                event = await asyncio.wait_for(events.__anext__(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                if time.monotonic() >= max_end:
+                    result.end_reason = "maximum call length reached"
+                else:
+                    result.end_reason = "follow-up window passed"
+                result.ok = bool(result.responses)
+                return
+            except StopAsyncIteration:
+                result.end_reason = call.end_reason or "call ended"
+                result.ok = call.end_error is None and bool(result.responses)
+                return
+            match event:
+                case protocol.SpeechStarted():
+                    followup_end = None
+                    if speaking or self.speaker.buffered_s > 0:
+                        dropped_ms = self.speaker.flush()
+                        result.barge_ins += 1
+                        log.info("barge-in: dropped %.0f ms of reply audio", dropped_ms)
+                    speaking = False
+                    self.set_state(State.USER_SPEAKING)
+                case protocol.SpeechStopped():
+                    result.t_speech_stopped.append(time.monotonic())
+                    self._awaiting_reply_audio = True
+                    if not response_open:
+                        followup_end = time.monotonic() + RESPONSE_WAIT_S
+                    self.set_state(State.THINKING)
+                case protocol.ResponseCreated():
+                    response_open = True
+                    server_audio_done = False
+                    followup_end = None
+                    self.set_state(State.THINKING)
+                case protocol.OutputAudioStarted():
+                    speaking = True
+                    server_audio_done = False
+                    self.set_state(State.SPEAKING)
+                case protocol.OutputAudioStopped():
+                    server_audio_done = True
+                case protocol.ResponseDone():
+                    response_open = False
+                    server_audio_done = True
+                    result.responses.append(event.status or "unknown")
+                case protocol.TranscriptDone():
+                    result.transcripts.append(event.transcript)
+                case protocol.Error():
+                    log.warning("service error (call goes on): %s", event.error)
+                case _:
+                    pass
+            if not response_open and server_audio_done and followup_end is None and result.responses:
+                # The reply is out; what is still in the playout buffer plays before the window opens.
+                speaking = False
+                followup_end = time.monotonic() + self.speaker.buffered_s + cfg.followup_s
+                self.set_state(State.LISTENING)

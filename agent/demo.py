@@ -1,0 +1,202 @@
+"""`voice-agent demo`: the whole loop on one machine, with no hardware and no cloud account.
+
+It runs the real service code end to end:
+- a local Voice Live emulator on 127.0.0.1 (parrot mode: it answers with what it heard);
+- a "microphone" that is a real ALSA capture device (alsa-lib's file plugin) fed in real time from a
+  FIFO with a spoken clip: "hey jarvis", a short pause, "what time is it?";
+- the real wake word detector on that audio, a real WebRTC call over loopback (ICE pinned to
+  127.0.0.1), the reply played through a real ALSA playback device that writes a WAV file;
+- the LEDs on gpiozero's mock pins, their states shown in the terminal.
+
+It prints a summary with timings (or, with `--json`, one JSON object) and exits 0 only if the loop
+completed: wake word, call, reply audio, back to idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import secrets
+import sys
+import tempfile
+import time
+import wave
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio.fileplugin import FifoFeeder, capture_device, playback_device, use_file_plugin
+from .audio.resample import convert_pcm
+from .config import Config
+from .emulator.server import Emulator
+from .emulator.settings import EmulatorSettings
+from .errors import ConfigError
+from .leds import Pattern
+from .service import Agent
+from .voicelive.auth import ApiKey, Secret
+
+log = logging.getLogger(__name__)
+
+DEMO_TIMEOUT_S = 40.0
+LED_PINS = (5, 6, 13)  # mock pins for an RGB LED
+
+
+def read_wav_mono16k(path: Path) -> np.ndarray:
+    """A WAV file as 16 kHz mono int16 (the demo microphone's format)."""
+    with wave.open(str(path)) as w:
+        if w.getsampwidth() != 2:
+            raise ConfigError("--clip", f"{path} must be 16-bit PCM")
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        channels, rate = w.getnchannels(), w.getframerate()
+    mono = data.reshape(-1, channels).mean(axis=1).astype(np.int16) if channels > 1 else data
+    return convert_pcm(mono, rate, 16000)
+
+
+def rms_dbfs(samples: np.ndarray) -> float | None:
+    """RMS level of the span between the first and last non-silent sample, in dBFS."""
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > 64)
+    if loud.size == 0:
+        return None
+    span = samples[loud[0] : loud[-1] + 1].astype(np.float64)
+    return round(20 * np.log10(np.sqrt(np.mean(span**2)) / 32768 + 1e-12), 1)
+
+
+def demo_config(base: Config, emulator_url: str, mic: Path, out_wav: Path) -> Config:
+    """The default configuration, pointed at the emulator, the file-backed devices and mock pins."""
+    r = dataclasses.replace
+    return r(
+        base,
+        voicelive=r(base.voicelive, endpoint=emulator_url, connect_timeout_s=5.0, answer_timeout_s=5.0),
+        network=r(base.network, ice_loopback=True),
+        audio=r(
+            base.audio,
+            capture=r(base.audio.capture, device=capture_device(mic), rate=16000, channels=1, channel=0),
+            playback=r(base.audio.playback, device=playback_device(out_wav), rate=48000, channels=1),
+        ),
+        gpio=r(base.gpio, pin_factory="mock", leds=r(base.gpio.leds, driver="rgbled", pins=LED_PINS)),
+        conversation=r(base.conversation, followup_s=1.5),
+    )
+
+
+async def run_demo(out_dir: Path, as_json: bool = False, clip: str | None = None) -> int:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_wav = (out_dir / "reply.wav").resolve()
+    if clip:
+        speech = read_wav_mono16k(Path(clip))
+    else:
+        with resources.as_file(resources.files("agent") / "assets" / "demo-hey-jarvis.wav") as p:
+            speech = read_wav_mono16k(p)
+    say = (lambda *a: print(*a, file=sys.stderr)) if as_json else print
+    led_states: list[str] = []
+
+    def on_pattern(p: Pattern) -> None:
+        led_states.append(p.name)
+        rgb = ",".join(f"{c:.1f}" for c in p.color)
+        say(f"  LED  {p.name:<14} {p.mode:<6} rgb({rgb})")
+
+    key = Secret(secrets.token_urlsafe(24))
+    summary: dict[str, Any] = {"ok": False}
+    with tempfile.TemporaryDirectory(prefix="voice-agent-demo-") as tmp:
+        tmpdir = Path(tmp)
+        use_file_plugin(tmpdir)
+        fifo = tmpdir / "mic.fifo"
+        emulator = Emulator(EmulatorSettings(api_key=key, reply_mode="parrot", ice_loopback=True))
+        await emulator.start()
+        config = demo_config(Config(), emulator.url, fifo, out_wav)
+        agent = Agent(config, ApiKey(key), on_pattern=on_pattern)
+        # One second of silence first: the wake word detector starts listening on clean audio.
+        feeder = FifoFeeder(fifo, np.concatenate([np.zeros(16000, np.int16), speech]), rate=16000,
+                            period_frames=320, then="silence")
+        feeder.start()
+        say(f"voice-agent demo: emulator on {emulator.url}, microphone {fifo.name} (real time), reply -> {out_wav}")
+        t0 = time.monotonic()
+        try:
+            await agent.start()
+            results = await asyncio.wait_for(agent.run(max_conversations=1), DEMO_TIMEOUT_S)
+        except TimeoutError:
+            results = agent.results
+            summary["error"] = f"the loop did not complete within {DEMO_TIMEOUT_S:.0f} s (state {agent.state.value})"
+        finally:
+            await agent.stop()
+            feeder.stop()
+            calls = list(emulator.calls)
+            await emulator.stop()
+        summary.update(_summarize(agent, results, calls, out_wav, led_states, time.monotonic() - t0))
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        _print_summary(summary)
+    return 0 if summary["ok"] else 1
+
+
+def _summarize(
+    agent: Agent,
+    results: list[Any],
+    calls: list[Any],
+    out_wav: Path,
+    led_states: list[str],
+    elapsed_s: float,
+) -> dict[str, Any]:
+    result = results[0] if results else None
+    call = calls[-1] if calls else None
+    first_reply_ms = None
+    if call is not None and call.speech_stopped_t and result is not None and result.reply_marks:
+        # the emulator's speech_stopped (same process, same monotonic clock) to the reply's first
+        # audible sample handed to ALSA
+        t_written = agent.playback.first_write_after(result.reply_marks[0])
+        if t_written is not None:
+            first_reply_ms = round((t_written - call.speech_stopped_t[0]) * 1000, 1)
+    reply_db = None
+    if out_wav.exists():
+        with wave.open(str(out_wav)) as w:
+            reply_db = rms_dbfs(np.frombuffer(w.readframes(w.getnframes()), dtype="<i2"))
+    wake = agent.detections[0] if agent.detections else None
+    ok = bool(
+        result is not None
+        and result.ok
+        and "completed" in result.responses
+        and reply_db is not None
+        and reply_db > -40
+        and agent.state.value == "idle"
+    )
+    out: dict[str, Any] = {
+        "ok": ok,
+        "wake_word": wake[0] if wake else None,
+        "wake_score": round(wake[1], 3) if wake else None,
+        "connect_ms": result.connect_ms if result else None,
+        "first_reply_audio_ms": first_reply_ms,
+        "reply_wav": str(out_wav),
+        "reply_rms_dbfs": reply_db,
+        "led_states": led_states,
+        "responses": result.responses if result else [],
+        "transcripts": result.transcripts if result else [],
+        "end_reason": result.end_reason if result else None,
+        "rtc_call_id": result.rtc_call_id if result else None,
+        "elapsed_s": round(elapsed_s, 1),
+    }
+    if result is not None and result.error:
+        out["error"] = f"{result.error_kind}: {result.error}"
+    return out
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    print()
+    print("result            ", "OK" if s["ok"] else "FAILED" + (f": {s.get('error')}" if s.get("error") else ""))
+    rows = [
+        ("wake word", f"{s['wake_word']} (score {s['wake_score']})" if s["wake_word"] else "not detected"),
+        ("wake -> connected", f"{s['connect_ms']} ms" if s["connect_ms"] is not None else "-"),
+        ("speech end -> reply", f"{s['first_reply_audio_ms']} ms" if s["first_reply_audio_ms"] is not None else "-"),
+        ("reply audio", f"{s['reply_wav']} ({s['reply_rms_dbfs']} dBFS)"),
+        ("assistant said", " / ".join(s["transcripts"]) or "-"),
+        ("LED states", " > ".join(s["led_states"])),
+        ("call ended", s["end_reason"] or "-"),
+    ]
+    for name, value in rows:
+        print(f"{name:<18} {value}")
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()

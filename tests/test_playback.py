@@ -1,0 +1,289 @@
+"""The ALSA playback edge through real alsa-lib and pyalsaaudio, into a WAV via the `file` plugin.
+
+The file plugin over `null` never blocks, so these tests also check that playback paces itself in real
+time. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import alsaaudio
+import numpy as np
+import pytest
+
+from agent.audio.fileplugin import playback_device, use_file_plugin, write_file_plugin_conf
+from agent.audio.playback import AlsaPlayback, PlayoutBuffer
+from agent.config import PlaybackConfig
+from tests.audio_helpers import (
+    EPIPE,
+    FakePcmFactory,
+    active_span,
+    av_frames,
+    dominant_frequency,
+    read_wav,
+    rms,
+    sine,
+    wait_until,
+)
+
+
+@pytest.fixture
+def alsa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("ALSA_CONFIG_PATH", raising=False)
+    use_file_plugin(tmp_path)
+    return tmp_path
+
+
+def config(out: Path, **kw) -> PlaybackConfig:
+    return PlaybackConfig(**{"device": playback_device(out), "period_ms": 20, **kw})
+
+
+async def play_out(pb: AlsaPlayback, timeout: float = 3.0) -> None:
+    """Wait until everything queued was handed to ALSA and the device played it."""
+    await wait_until(lambda: pb.buffered_s == 0, timeout, "the queued audio to play")
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(48000, 2), (16000, 1)])
+async def test_remote_frames_play_as_a_tone_in_real_time(alsa: Path, rate: int, channels: int) -> None:
+    """aiortc-like 48 kHz stereo 960-sample frames, converted to the device's rate and channels."""
+    out = alsa / "out.wav"
+    pb = AlsaPlayback(config(out, rate=rate, channels=channels))
+    await pb.start()
+    try:
+        await wait_until(lambda: pb.state == "running", 2, "running")
+        t0 = time.monotonic()
+        for frame in av_frames(sine(1000, 0.5, 48000, amplitude=10000)):
+            pb.write_frame(frame)
+        await play_out(pb)
+        elapsed = time.monotonic() - t0
+    finally:
+        await pb.stop()
+    assert 0.45 < elapsed < 0.7  # paced in real time, not written at once
+    wav_rate, wav_channels, frames = read_wav(out)
+    assert (wav_rate, wav_channels) == (rate, channels)
+    first, last = active_span(frames[:, 0])
+    tone = frames[first : last + 1]
+    assert abs(len(tone) / rate - 0.5) < 0.01
+    assert abs(dominant_frequency(tone[:, 0], rate) - 1000) < 2
+    assert abs(rms(tone[100:-100, 0]) - 10000 / np.sqrt(2)) < 0.02 * 10000
+    if channels == 2:
+        assert np.array_equal(tone[:, 0], tone[:, 1])
+    stats = pb.stats
+    assert stats.underruns == 0 and stats.dropped_ms == 0 and stats.xruns == 0
+    assert stats.state == "stopped"
+    assert stats.audio_frames >= round(0.49 * rate)
+    # Silence is written while idle: the WAV spans the whole run, not just the tone.
+    assert len(frames) / rate > 0.55
+
+
+async def test_volume_scales(alsa: Path) -> None:
+    out = alsa / "out.wav"
+    pb = AlsaPlayback(config(out, rate=48000, channels=2, volume=0.25))
+    await pb.start()
+    try:
+        for frame in av_frames(sine(500, 0.2, 48000, amplitude=20000)):
+            pb.write_frame(frame)
+        await play_out(pb)
+    finally:
+        await pb.stop()
+    _, _, frames = read_wav(out)
+    first, last = active_span(frames[:, 0], threshold=100)
+    assert abs(np.abs(frames[first : last + 1, 0]).max() - 5000) <= 2
+
+
+async def test_earcon_pcm_is_resampled_without_losing_level(alsa: Path) -> None:
+    """Mono 16 kHz samples into a 48 kHz stereo device: same tone, same level on both sides
+    (libswresample's own upmix would lower it by 3 dB)."""
+    out = alsa / "out.wav"
+    pb = AlsaPlayback(config(out, rate=48000, channels=2))
+    await pb.start()
+    try:
+        pb.write_pcm(sine(800, 0.3, 16000, amplitude=12000), 16000)
+        await play_out(pb)
+    finally:
+        await pb.stop()
+    _, _, frames = read_wav(out)
+    first, last = active_span(frames[:, 0])
+    tone = frames[first : last + 1]
+    assert abs(len(tone) / 48000 - 0.3) < 0.01
+    assert abs(dominant_frequency(tone[:, 0], 48000) - 800) < 2
+    assert np.array_equal(tone[:, 0], tone[:, 1])
+    assert abs(np.abs(tone[:, 0]).max() - 12000) < 200
+
+
+async def test_flush_drops_queued_audio_promptly(alsa: Path) -> None:
+    out = alsa / "out.wav"
+    pb = AlsaPlayback(config(out, rate=48000, channels=2, buffer_ms=3000))
+    await pb.start()
+    try:
+        await wait_until(lambda: pb.state == "running", 2, "running")
+        for frame in av_frames(sine(1000, 2.0, 48000)):
+            pb.write_frame(frame)
+        await asyncio.sleep(0.3)
+        dropped_ms = pb.flush()
+        t_flush = time.monotonic()
+        await wait_until(lambda: pb.buffered_s == 0, 1, "silence after the flush")
+        assert time.monotonic() - t_flush < 0.03  # within about a period
+        await asyncio.sleep(0.1)
+    finally:
+        await pb.stop()
+    assert 1550 < dropped_ms < 1750
+    assert pb.stats.flushed_ms == dropped_ms
+    _, _, frames = read_wav(out)
+    first, last = active_span(frames[:, 0])
+    played_s = (last - first + 1) / 48000
+    assert 0.25 < played_s < 0.4  # what played before the flush (plus at most the write lead)
+    assert pb.flush() == 0
+
+
+async def test_buffer_bound_drops_the_oldest_audio(alsa: Path) -> None:
+    """1.5 s of 440 Hz then 0.5 s of 880 Hz into a 500 ms buffer before playback starts: only the
+    newest 500 ms (the 880 Hz) is played, and 1500 ms count as dropped."""
+    out = alsa / "out.wav"
+    pb = AlsaPlayback(config(out, rate=48000, channels=2, buffer_ms=500))
+    for frame in av_frames(sine(440, 1.5, 48000)) + av_frames(sine(880, 0.5, 48000), pts0=72000):
+        pb.write_frame(frame)
+    assert pb.buffered_ms == 500
+    assert pb.stats.dropped_ms == 1500
+    await pb.start()
+    try:
+        await play_out(pb)
+    finally:
+        await pb.stop()
+    _, _, frames = read_wav(out)
+    first, last = active_span(frames[:, 0])
+    tone = frames[first : last + 1, 0]
+    assert abs(len(tone) / 48000 - 0.5) < 0.01
+    assert abs(dominant_frequency(tone, 48000) - 880) < 3
+
+
+async def test_underrun_counted_only_for_a_gap_mid_audio(alsa: Path) -> None:
+    out = alsa / "out.wav"
+    pb = AlsaPlayback(config(out, rate=48000, channels=2), underrun_gap_ms=300)
+    chunk = av_frames(sine(600, 0.1, 48000))
+    await pb.start()
+    try:
+        await asyncio.sleep(0.1)  # idle: silence is no underrun
+        for frame in chunk:
+            pb.write_frame(frame)
+        await play_out(pb)
+        assert pb.stats.underruns == 0
+        await asyncio.sleep(0.08)  # ran dry, and more audio comes soon after: an underrun
+        for frame in chunk:
+            pb.write_frame(frame)
+        await play_out(pb)
+        assert pb.stats.underruns == 1
+        await asyncio.sleep(0.5)  # the audio ended; a later answer is no underrun
+        for frame in chunk:
+            pb.write_frame(frame)
+        await play_out(pb)
+    finally:
+        await pb.stop()
+    assert pb.stats.underruns == 1
+
+
+async def test_timing_hooks_report_when_audio_reached_alsa(alsa: Path) -> None:
+    out = alsa / "out.wav"
+    calls: list[tuple[float, int, str]] = []
+    pb = AlsaPlayback(
+        config(out, rate=48000, channels=2),
+        on_written=lambda t, n: calls.append((t, n, threading.current_thread().name)),
+    )
+    await pb.start()
+    try:
+        await asyncio.sleep(0.1)
+        assert calls == []  # silence is not reported
+        mark = pb.mark()
+        assert pb.first_write_after(mark) is None
+        t_push = time.monotonic()
+        for frame in av_frames(sine(1000, 0.2, 48000)):
+            pb.write_frame(frame)
+        await play_out(pb)
+        t_first = pb.first_write_after(mark)
+    finally:
+        await pb.stop()
+    assert t_first is not None
+    assert 0 <= t_first - t_push < 0.06  # at most the write lead (2 periods) plus a wake-up
+    assert t_first == calls[0][0]
+    assert sum(n for _, n, _ in calls) == 9600
+    assert all(name.startswith("alsa-playback") for _, _, name in calls)
+
+
+async def test_open_error_retries_then_recovers(alsa: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device that is not defined yet: state error, reopens back off; once it exists, playback runs."""
+    pb = AlsaPlayback(
+        PlaybackConfig(device="laterplay", rate=48000, channels=2),
+        backoff_initial_s=0.02,
+        backoff_max_s=0.1,
+    )
+    await pb.start()
+    try:
+        await wait_until(lambda: pb.stats.reopen_count >= 3, 3, "reopen attempts")
+        assert pb.state == "error" and "laterplay" in (pb.stats.last_error or "")
+        extra = write_file_plugin_conf(alsa / "more")
+        out = alsa / "late.wav"
+        extra.write_text(
+            extra.read_text() + f'pcm.laterplay {{ type file slave.pcm "null" file "{out}" format "wav" }}\n'
+        )
+        monkeypatch.setenv("ALSA_CONFIG_PATH", f"/usr/share/alsa/alsa.conf:{extra}")
+        await wait_until(lambda: pb.state == "running", 3, "running")
+        pb.write_pcm(sine(1000, 0.1, 48000), 48000)
+        await play_out(pb)
+    finally:
+        await pb.stop()
+    _, _, frames = read_wav(out)
+    first, last = active_span(frames[:, 0])
+    assert abs((last - first + 1) / 48000 - 0.1) < 0.005
+
+
+async def test_write_error_reopens_and_xrun_is_counted() -> None:
+    """pyalsaaudio reports an ALSA underrun as write() -> -EPIPE (counted as an xrun); a write that
+    raises (device unplugged) reopens the device."""
+    factory = FakePcmFactory(
+        [[None, EPIPE, None, alsaaudio.ALSAAudioError("No such device [hw:0]")], [None] * 1000],
+        period_s=0.002,
+    )
+    pb = AlsaPlayback(
+        PlaybackConfig(device="hw:0", rate=48000, channels=2, period_ms=10),
+        backoff_initial_s=0.01,
+        pcm_factory=factory,
+    )
+    await pb.start()
+    try:
+        await wait_until(lambda: pb.stats.reopen_count == 1 and pb.state == "running", 2, "the reopen")
+        await wait_until(lambda: len(factory.opened[-1].written) >= 3, 2, "writes after the reopen")
+        stats = pb.stats
+        assert stats.xruns == 1
+        assert "No such device" in (stats.last_error or "")
+    finally:
+        await pb.stop()
+    assert all(pcm.closed for pcm in factory.opened)
+
+
+async def test_stop_is_prompt_and_drops_queued_audio(alsa: Path) -> None:
+    pb = AlsaPlayback(config(alsa / "out.wav", rate=48000, channels=2))
+    await pb.start()
+    for frame in av_frames(sine(1000, 1.5, 48000)):
+        pb.write_frame(frame)
+    await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    await pb.stop()
+    assert time.monotonic() - t0 < 0.1
+    assert pb.buffered_s == 0
+    assert not any(t.name.startswith("alsa-playback") for t in threading.enumerate())
+
+
+def test_playout_buffer_positions() -> None:
+    buf = PlayoutBuffer(channels=2, max_frames=10)
+    assert buf.push(np.arange(16, dtype=np.int16)) == 0  # 8 frames
+    assert buf.push(np.arange(8, dtype=np.int16)) == 2  # 12 > 10: the 2 oldest go
+    assert (buf.head_pos, buf.end_pos, buf.frames) == (2, 12, 10)
+    frames, start = buf.take(4)
+    assert start == 2 and frames[:, 0].tolist() == [4, 6, 8, 10]
+    frames, start = buf.take(100)
+    assert start == 6 and len(frames) == 6 and buf.frames == 0
+    assert buf.oldest_push_t is None
