@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .audio.alsa import Backoff
 from .audio.capture import AlsaCapture
 from .audio.playback import AlsaPlayback
 from .audio.preroll import CallAudio, PrerollBuffer
@@ -108,7 +108,7 @@ class Agent:
         self._on_uplink_frame = on_uplink_frame
         self._triggers: asyncio.Queue[Trigger] = asyncio.Queue(maxsize=1)
         self._listener: asyncio.Task[None] | None = None
-        self._backoff_s = config.conversation.backoff_initial_s
+        self._backoff = Backoff(config.conversation.backoff_initial_s, config.conversation.backoff_max_s)
 
     def set_state(self, state: State, error: str | None = None) -> None:
         if state is not self.state:
@@ -200,7 +200,7 @@ class Agent:
         if result.error_kind is not None and not result.ok:
             await self._after_error(result.error_kind)
         else:
-            self._backoff_s = cfg.conversation.backoff_initial_s
+            self._backoff.reset()
         assert self.detector is not None
         await asyncio.get_running_loop().run_in_executor(None, self.detector.reset)
         self.set_state(State.IDLE)
@@ -215,8 +215,7 @@ class Agent:
             delay = cfg.backoff_max_s
             log.error("not retrying for %.0f s: fix the %s problem above", delay, kind)
         else:
-            delay = self._backoff_s * random.uniform(0.8, 1.2)
-            self._backoff_s = min(self._backoff_s * 2, cfg.backoff_max_s)
+            delay = self._backoff.next_delay()
         await asyncio.sleep(delay)
 
 

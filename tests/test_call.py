@@ -154,6 +154,7 @@ async def test_real_call_audio_both_ways_and_events(emulator: Emulator, caplog: 
         both = [ev for ch, ev in emulator.calls[0].sent_events if ev["type"] == "input_audio_buffer.speech_started"]
         assert len(both) == 2 and both[0]["event_id"] == both[1]["event_id"]
         assert call._deduper.duplicates >= 3
+        assert call.rtp_continuous  # the emulator, like the service, sends RTP between replies too
         await asyncio.sleep(0.3)  # the last reply frames in flight
         got = remote_mono(call.received)  # type: ignore[attr-defined]
         from agent.audio.resample import convert_pcm

@@ -17,7 +17,8 @@ import alsaaudio
 import numpy as np
 import pytest
 
-from agent.audio.capture import AlsaCapture, Backoff, CaptureHub, SubscriptionClosed, apply_gain
+from agent.audio.alsa import Backoff
+from agent.audio.capture import AlsaCapture, CaptureHub, SubscriptionClosed, apply_gain
 from agent.audio.fileplugin import FifoFeeder, capture_device, use_file_plugin
 from agent.audio.frames import PcmBlock
 from agent.config import CaptureConfig

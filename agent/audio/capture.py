@@ -40,145 +40,21 @@ import contextlib
 import dataclasses
 import errno
 import logging
-import random
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 import alsaaudio
 import numpy as np
 
 from ..config import CaptureConfig
+from .alsa import Backoff, ErrorReporter, PcmFactory, RateLimitedCounter, State, open_pcm, run_reopening
 from .frames import PcmBlock
 
 log = logging.getLogger(__name__)
-
-State = Literal["stopped", "starting", "running", "error"]
-
-PcmFactory = Callable[..., Any]
-"""Opens a PCM: `alsaaudio.PCM` with its keyword arguments; tests pass a fake."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Helpers shared by the ALSA edge (capture and playback)
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter and a cap, for reopening a device.
-
-    Jitter (±`jitter` of the delay) keeps many Pis that lost the same USB hub from retrying in step.
-    """
-
-    initial_s: float = 0.5
-    max_s: float = 10.0
-    factor: float = 2.0
-    jitter: float = 0.2
-    _next_s: float = field(init=False, default=0.0)
-    _rng: random.Random = field(init=False, repr=False, default_factory=random.Random)
-
-    def __post_init__(self) -> None:
-        self._next_s = self.initial_s
-
-    def next_delay(self) -> float:
-        base = self._next_s
-        self._next_s = min(self.max_s, self._next_s * self.factor)
-        return max(0.0, base * (1 + self._rng.uniform(-self.jitter, self.jitter)))
-
-    def reset(self) -> None:
-        self._next_s = self.initial_s
-
-
-class ErrorReporter:
-    """Logs an error once per distinct message, not once per retry: a missing microphone must not fill
-    the journal every few seconds, but a new kind of failure must show."""
-
-    def __init__(self, logger: logging.Logger) -> None:
-        self._log = logger
-        self._last: str | None = None
-        self.repeats = 0
-
-    def report(self, message: str) -> None:
-        if message != self._last:
-            self._log.error("%s", message)
-            self._last = message
-            self.repeats = 0
-        else:
-            self.repeats += 1
-            self._log.debug("%s (again, %d times)", message, self.repeats)
-
-    def clear(self) -> None:
-        self._last = None
-        self.repeats = 0
-
-
-class RateLimitedCounter:
-    """Counts an event (an overrun) and logs at most once per `interval_s` with the count since."""
-
-    def __init__(self, logger: logging.Logger, what: str, interval_s: float = 10.0) -> None:
-        self._log = logger
-        self._what = what
-        self._interval_s = interval_s
-        self._last_log = -float("inf")
-        self._since = 0
-
-    def hit(self, detail: str = "") -> None:
-        self._since += 1
-        now = time.monotonic()
-        if now - self._last_log >= self._interval_s:
-            self._log.warning("%s: %d since last report%s", self._what, self._since, detail)
-            self._last_log = now
-            self._since = 0
-
-
-class AlsaFormatError(Exception):
-    """The device opened with other parameters than asked for (no `plughw:` / `plug` conversion)."""
-
-
-def open_pcm(
-    factory: PcmFactory, kind: int, device: str, rate: int, channels: int, period_frames: int, periods: int = 4
-) -> Any:
-    """Open an S16_LE interleaved PCM in blocking mode and check it runs at what we asked.
-
-    Runs in the ALSA thread: the open can block (see below, and a file-plugin FIFO with no writer).
-
-    pyalsaaudio takes the nearest values a device offers without failing; a `hw:` device that only does
-    48 kHz stereo would then deliver audio we misread. Better to fail with a message that says what to
-    change (use `plughw:` or the `default` device, or set the rate the device does).
-    """
-    params = dict(
-        type=kind,
-        device=device,
-        rate=rate,
-        channels=channels,
-        format=alsaaudio.PCM_FORMAT_S16_LE,
-        periodsize=period_frames,
-        periods=periods,
-    )
-    # A blocking open of a busy device (another program has it) waits until the device is free, and
-    # pyalsaaudio holds the GIL meanwhile: the whole process would freeze. A non-blocking open fails
-    # at once with EBUSY instead, so probe with one. (A program grabbing the device in the instant
-    # between the two opens would still make us wait; that race is accepted.)
-    factory(mode=alsaaudio.PCM_NONBLOCK, **params).close()
-    pcm = factory(mode=alsaaudio.PCM_NORMAL, **params)
-    info = pcm.info() if hasattr(pcm, "info") else {}
-    got = (info.get("rate", rate), info.get("channels", channels), info.get("format", alsaaudio.PCM_FORMAT_S16_LE))
-    if got != (rate, channels, alsaaudio.PCM_FORMAT_S16_LE):
-        with contextlib.suppress(Exception):
-            pcm.close()
-        raise AlsaFormatError(
-            f"device {device!r} runs at {got[0]} Hz, {got[1]} channel(s), format {info.get('format_name')}"
-            f" instead of {rate} Hz, {channels} channel(s), S16_LE: use a plughw: or plug device,"
-            " or configure what the device supports"
-        )
-    return pcm
-
-
-# --------------------------------------------------------------------------------------------------
-# Fan-out on the asyncio side
 
 
 class SubscriptionClosed(Exception):
@@ -417,32 +293,26 @@ class AlsaCapture:
     # -- the thread --------------------------------------------------------------------------------
 
     def _run(self, stop: threading.Event) -> None:
-        first = True
-        while not stop.is_set():
-            if not first:
-                self._count("reopen_count")
-            first = False
-            try:
-                pcm = open_pcm(
-                    self._pcm_factory,
-                    alsaaudio.PCM_CAPTURE,
-                    self.cfg.device,
-                    self.rate,
-                    self.cfg.channels,
-                    self.period_frames,
-                )
-            except Exception as exc:
-                self._fail(f"cannot open capture device {self.cfg.device!r}: {exc}")
-                stop.wait(self._backoff.next_delay())
-                continue
-            try:
-                self._read_loop(pcm, stop)
-            except Exception as exc:
-                self._fail(f"capture device {self.cfg.device!r} failed: {exc}")
-                self._close(pcm)
-                stop.wait(self._backoff.next_delay())
-                continue
-            self._close(pcm)
+        def on_reopen() -> None:
+            self._count("reopen_count")
+
+        run_reopening(
+            stop,
+            f"capture device {self.cfg.device!r}",
+            lambda: open_pcm(
+                self._pcm_factory,
+                alsaaudio.PCM_CAPTURE,
+                self.cfg.device,
+                self.rate,
+                self.cfg.channels,
+                self.period_frames,
+            ),
+            self._read_loop,
+            self._close,
+            self._fail,
+            self._backoff,
+            on_reopen,
+        )
         log.debug("capture thread for %r ended", self.cfg.device)
 
     def _fail(self, message: str) -> None:

@@ -42,19 +42,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import alsaaudio
 import av
 import numpy as np
 
 from ..config import PlaybackConfig
-from .capture import Backoff, ErrorReporter, PcmFactory, RateLimitedCounter, open_pcm
+from .alsa import Backoff, ErrorReporter, PcmFactory, RateLimitedCounter, State, open_pcm, run_reopening
 from .resample import PcmConverter, convert_pcm
 
 log = logging.getLogger(__name__)
-
-State = Literal["stopped", "starting", "running", "error"]
 
 
 @dataclass
@@ -322,32 +320,26 @@ class AlsaPlayback:
     # -- the thread --------------------------------------------------------------------------------
 
     def _run(self, stop: threading.Event) -> None:
-        first = True
-        while not stop.is_set():
-            if not first:
-                self._add("reopen_count", 1)
-            first = False
-            try:
-                pcm = open_pcm(
-                    self._pcm_factory,
-                    alsaaudio.PCM_PLAYBACK,
-                    self.cfg.device,
-                    self.rate,
-                    self.channels,
-                    self.period_frames,
-                )
-            except Exception as exc:
-                self._fail(f"cannot open playback device {self.cfg.device!r}: {exc}")
-                stop.wait(self._backoff.next_delay())
-                continue
-            try:
-                self._play_loop(pcm, stop)
-            except Exception as exc:
-                self._fail(f"playback device {self.cfg.device!r} failed: {exc}")
-                self._close(pcm)
-                stop.wait(self._backoff.next_delay())
-                continue
-            self._close(pcm)
+        def on_reopen() -> None:
+            self._add("reopen_count", 1)
+
+        run_reopening(
+            stop,
+            f"playback device {self.cfg.device!r}",
+            lambda: open_pcm(
+                self._pcm_factory,
+                alsaaudio.PCM_PLAYBACK,
+                self.cfg.device,
+                self.rate,
+                self.channels,
+                self.period_frames,
+            ),
+            self._play_loop,
+            self._close,
+            self._fail,
+            self._backoff,
+            on_reopen,
+        )
         log.debug("playback thread for %r ended", self.cfg.device)
 
     def _fail(self, message: str) -> None:

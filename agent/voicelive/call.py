@@ -110,6 +110,11 @@ class VoiceLiveCall:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._response_active = False
         self._last_rtp = 0.0
+        self._last_response_end = 0.0
+        #: Set once RTP arrived while no response was under way: this service sends audio all the time
+        #: (silence between replies), so any gap in it, not only one during a reply, means trouble.
+        self.rtp_continuous = False
+        self._frames_between_replies = 0
         self._closed = False
 
     # ------------------------------------------------------------------------------------------
@@ -255,6 +260,8 @@ class VoiceLiveCall:
                 self._last_rtp = max(self._last_rtp, time.monotonic())
             self._response_active = True
         elif isinstance(event, protocol.ResponseDone | protocol.OutputAudioStopped):
+            if self._response_active:
+                self._last_response_end = time.monotonic()
             self._response_active = False
         if self._events.qsize() >= EVENT_QUEUE_MAX:
             self._events.get_nowait()
@@ -286,6 +293,10 @@ class VoiceLiveCall:
                 return
             now = time.monotonic()
             self._last_rtp = now
+            if not self._response_active and now - self._last_response_end > 1.0:
+                # a second of audio outside any reply (not the head of a reply that beat its event)
+                self._frames_between_replies += 1
+                self.rtp_continuous = self._frames_between_replies >= 50
             if self.timings.first_rtp is None:
                 self.timings.first_rtp = now
             self.frames_received += 1
@@ -293,15 +304,17 @@ class VoiceLiveCall:
                 self.on_remote_audio(frame)  # type: ignore[arg-type]
 
     async def _watch_media(self) -> None:
-        """RTP must keep coming while the service is answering; a silent peer mid-reply is a dead call."""
+        """RTP must keep coming while the service is answering, and all the time from a service that
+        sends it all the time: a peer whose audio stops is a dead call (aiortc reports nothing)."""
         limit = self.options.media_timeout_s
         while not self.ended.is_set():
             await asyncio.sleep(min(0.25, limit / 4))
             silent = time.monotonic() - self._last_rtp
-            if self._response_active and silent > limit:
+            if (self._response_active or self.rtp_continuous) and silent > limit:
+                during = " during a reply" if self._response_active else ""
                 self._end(
-                    f"no audio from the service for {silent:.1f} s during a reply",
-                    TransientError(f"RTP stopped for {silent:.1f} s during a reply"),
+                    f"no audio from the service for {silent:.1f} s{during}",
+                    TransientError(f"RTP stopped for {silent:.1f} s{during}"),
                 )
 
     def _spawn(self, coro: Any, name: str) -> None:

@@ -1,0 +1,80 @@
+"""The agent as a whole (capture, wake word, call, playback, LEDs) against the emulator: it always comes
+back to idle, and a refused key shows the auth pattern without a retry storm."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.audio.fileplugin import FifoFeeder, use_file_plugin
+from agent.config import Config
+from agent.demo import demo_config
+from agent.emulator.server import Emulator
+from agent.emulator.settings import EmulatorSettings
+from agent.leds import State
+from agent.service import Agent
+from agent.voicelive.auth import ApiKey, Secret
+
+from .speech import brown_noise, espeak
+
+pytestmark = pytest.mark.timeout(90)
+KEY = "canary-service-93c1d0e8a7"
+
+
+def wake_then_command() -> np.ndarray:
+    parts = [brown_noise(1.0), espeak("hey jarvis"), brown_noise(0.7, seed=2), espeak("turn on the lights")]
+    return np.concatenate([*parts, brown_noise(1.0)])
+
+
+async def run_agent(tmp_path: Path, emulator: Emulator, audio: np.ndarray, **conversation: float) -> Agent:
+    use_file_plugin(tmp_path)
+    fifo = tmp_path / "mic.fifo"
+    config = demo_config(Config(), emulator.url, fifo, tmp_path / "reply.wav")
+    config = dataclasses.replace(config, conversation=dataclasses.replace(config.conversation, **conversation))
+    feeder = FifoFeeder(fifo, audio, rate=16000, period_frames=320, then="silence")
+    feeder.start()
+    agent = Agent(config, ApiKey(Secret(KEY)))
+    try:
+        await agent.start()
+        await asyncio.wait_for(agent.run(max_conversations=1), 40)
+    finally:
+        await agent.stop()
+        feeder.stop()
+    return agent
+
+
+async def test_conversation_returns_to_idle_and_mic_audio_arrives_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Emulator(EmulatorSettings(api_key=Secret(KEY), ice_loopback=True)) as emu:
+        agent = await run_agent(tmp_path, emu, wake_then_command(), followup_s=1.0)
+        result = agent.results[0]
+        assert result.ok and result.responses == ["completed"], result
+        assert result.end_reason == "follow-up window passed"
+        assert agent.state is State.IDLE
+        assert agent.leds.history[-1] == "idle"
+        # the command said after the wake word reached the emulator as one utterance of about its length
+        started = emu.calls[0].events_of("input_audio_buffer.speech_started")
+        stopped = emu.calls[0].events_of("input_audio_buffer.speech_stopped")
+        assert len(started) == 2 and len(stopped) == 2  # each sent on both channels
+        spoken_ms = stopped[0][1]["audio_end_ms"] - started[0][1]["audio_start_ms"]
+        command_ms = len(espeak("turn on the lights")) / 16
+        assert abs(spoken_ms - command_ms) < 250, (spoken_ms, command_ms)
+    assert KEY not in caplog.text
+
+
+async def test_refused_key_shows_auth_error_then_idle(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with Emulator(EmulatorSettings(api_key=Secret(KEY), ice_loopback=True)) as emu:
+        emu.faults.refuse_auth = True
+        agent = await run_agent(tmp_path, emu, wake_then_command(), backoff_initial_s=0.2, backoff_max_s=1.0)
+        result = agent.results[0]
+        assert not result.ok and result.error_kind == "auth"
+        assert "HTTP 401" in (result.error or "")
+        assert "auth_error" in agent.leds.history
+        assert agent.leds.history[-1] == "idle" and agent.state is State.IDLE
+        assert len(emu.calls) == 0  # refused at the upgrade: no call was set up
+    assert KEY not in caplog.text
