@@ -12,14 +12,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import EXIT_CONFIG, ConfigError
+
+if TYPE_CHECKING:
+    from .emulator.settings import Faults
 
 log = logging.getLogger("agent")
 
@@ -61,7 +66,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
     from .emulator.server import serve_forever
-    from .emulator.settings import EmulatorSettings, Faults
+    from .emulator.settings import EmulatorSettings
     from .voicelive.auth import Secret
 
     _setup_logging(logging.DEBUG if args.verbose else logging.INFO)
@@ -76,14 +81,10 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         keyfile.chmod(0o600)
         keyfile.write_text(key + "\n", encoding="utf-8")
         log.info("no --api-key-file: generated a key and wrote it to %s (mode 0600)", keyfile)
-    faults = Faults()
-    for item in args.fault:
-        name, _, value = item.partition("=")
-        if not hasattr(faults, name):
-            raise ConfigError("--fault", f"unknown fault {name!r}; known: {', '.join(vars(faults))}")
-        current = getattr(faults, name)
-        setattr(faults, name, True if not value else (float(value) if not isinstance(current, bool) else value == "1"))
+    faults = parse_faults(args.fault)
+    loopback = args.host in ("127.0.0.1", "localhost", "::1")
     settings = EmulatorSettings(
+        ice_loopback=loopback,
         host=args.host,
         port=args.port,
         api_key=Secret(key),
@@ -94,6 +95,33 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(settings))
     return 0
+
+
+def parse_faults(items: Sequence[str]) -> Faults:
+    """`--fault NAME[=VALUE]` switches: a bare name turns a switch on; a value is read as the field's
+    type (seconds, an HTTP status, an error code)."""
+    from .emulator.settings import Faults
+
+    faults = Faults()
+    known = {f.name: f for f in dataclasses.fields(faults)}
+    for item in items:
+        name, has_value, value = item.partition("=")
+        if name not in known:
+            raise ConfigError("--fault", f"unknown fault {name!r}; known: {', '.join(known)}")
+        current = getattr(faults, name)
+        try:
+            if isinstance(current, bool):
+                parsed: object = value.lower() in ("1", "true", "yes", "on") if has_value else True
+            elif isinstance(current, str):
+                parsed = value
+            elif name == "reject_status":
+                parsed = int(value)
+            else:
+                parsed = float(value)
+        except ValueError:
+            raise ConfigError("--fault", f"{name} needs a value, e.g. {name}=2") from None
+        setattr(faults, name, parsed)
+    return faults
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -82,8 +82,77 @@ def test_check_config_never_prints_the_key(tmp_path: Path) -> None:
 
 
 def test_documented_config_is_valid_for_run(tmp_path: Path) -> None:
-    text = (REPO / "config" / "voice-agent.yaml").read_text().replace('endpoint: ""', "endpoint: wss://r.services.ai.azure.com")
+    text = (
+        (REPO / "config" / "voice-agent.yaml")
+        .read_text()
+        .replace('endpoint: ""', "endpoint: wss://r.services.ai.azure.com")
+    )
     cfg = tmp_path / "c.yaml"
     cfg.write_text(text)
     proc = run(["run", "--config", str(cfg), "--check-config"], env={"VOICELIVE_API_KEY": "k" * 32})
     assert proc.returncode == 0, proc.stderr
+
+
+def test_fault_flags_parse_to_their_types() -> None:
+    from agent.cli import parse_faults
+    from agent.errors import ConfigError
+
+    faults = parse_faults(
+        ["refuse_auth", "reject_status=429", "close_after_s=2.5", "call_error_code=x", "never_answer=0"]
+    )
+    assert (faults.refuse_auth, faults.reject_status, faults.close_after_s) == (True, 429, 2.5)
+    assert (faults.call_error_code, faults.never_answer) == ("x", False)
+    with pytest.raises(ConfigError, match="unknown fault 'nope'"):
+        parse_faults(["nope"])
+    with pytest.raises(ConfigError, match="close_after_s needs a value"):
+        parse_faults(["close_after_s"])
+
+
+@pytest.mark.timeout(60)
+def test_emulator_command_serves_calls(tmp_path: Path) -> None:
+    import asyncio
+    import re
+
+    key = tmp_path / "key"
+    key.write_text("canary-emulator-cli-5d8e\n")
+    env = {k: v for k, v in os.environ.items() if k != "VOICELIVE_API_KEY"}
+    proc = subprocess.Popen(
+        [*CLI, "emulator", "--port", "0", "--api-key-file", str(key)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        url = None
+        output = ""
+        for line in proc.stdout:  # type: ignore[union-attr]  # bounded by the test's timeout
+            output += line
+            m = re.search(r"listening on (ws://127\.0\.0\.1:\d+)", line)
+            if m:
+                url = m.group(1)
+                break
+        assert url, output
+
+        from agent.audio.mictrack import MicTrack
+        from agent.voicelive.auth import ApiKey, Secret
+        from agent.voicelive.call import CallOptions, VoiceLiveCall
+        from agent.voicelive.control import Target
+
+        from .test_call import PacedSource
+
+        async def call_once() -> str | None:
+            call = VoiceLiveCall(
+                Target(url, "2026-01-01-preview", model="gpt-realtime"),
+                ApiKey(Secret("canary-emulator-cli-5d8e")),
+                MicTrack(PacedSource(np.zeros(16000, np.int16))),
+                CallOptions(ice_pin=("127.0.0.1",)),
+            )
+            async with call:
+                return call.rtc_call_id
+
+        assert asyncio.run(call_once())
+    finally:
+        proc.terminate()
+        proc.wait(10)
