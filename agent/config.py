@@ -125,9 +125,21 @@ class PlaybackConfig:
 
 
 @dataclass(frozen=True)
+class EarconConfig:
+    """Each: "builtin" (the packaged sound), a path to a 16-bit WAV, or null for none."""
+
+    wake: str | None = "builtin"
+    connected: str | None = None
+    error: str | None = "builtin"
+    goodbye: str | None = "builtin"
+    volume: float = _f(0.5, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
 class AudioConfig:
     capture: CaptureConfig = _sub(CaptureConfig)
     playback: PlaybackConfig = _sub(PlaybackConfig)
+    earcons: EarconConfig = _sub(EarconConfig)
     preroll_s: float = _f(2.0, 0.0, 10.0)
     send_wake_word: bool = False
 

@@ -5,11 +5,16 @@ The state follows the events (`speech_started` / `speech_stopped`, `response.cre
 follow-up window lets the user speak again without the wake word; when it passes, or the call reaches
 its maximum length, the agent hangs up. Every way out of `run()` ends the call and returns a result, so
 the device always goes back to listening for the wake word.
+
+Barge-in: when the user speaks over a reply (`speech_started`, the button, or the stop word), the
+playout buffer is flushed at once, and the reply's tail that is still on its way (up to a jitter
+buffer's worth of RTP) is dropped until the service ends that response, so the assistant really stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -17,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import av
-import numpy as np
 
+from .audio.frames import is_audible
 from .audio.mictrack import BlockSource, MicTrack
 from .config import ConversationConfig
 from .leds import State
@@ -26,12 +31,9 @@ from .voicelive import protocol
 from .voicelive.auth import Credentials
 from .voicelive.call import CallOptions, VoiceLiveCall
 from .voicelive.control import Target
-from .voicelive.errors import VoiceLiveError
+from .voicelive.errors import TransientError, VoiceLiveError
 
 log = logging.getLogger(__name__)
-
-#: A frame whose peak is above this (about -54 dBFS) is part of a reply, not the silence between replies.
-AUDIBLE = 64
 
 #: After the user stops speaking, how long to wait for the service to start a response before hanging up.
 RESPONSE_WAIT_S = 15.0
@@ -70,6 +72,7 @@ class ConversationResult:
     responses: list[str] = field(default_factory=list)  # response.done statuses
     transcripts: list[str] = field(default_factory=list)
     barge_ins: int = 0
+    t_speech_started: list[float] = field(default_factory=list)  # when the agent got speech_started
     t_speech_stopped: list[float] = field(default_factory=list)  # when the agent got speech_stopped
     #: For each reply, the playout position of its first audible sample: with the speaker's
     #: `first_write_after` it gives when the assistant's voice reached ALSA.
@@ -86,6 +89,7 @@ class Conversation:
         speaker: Speaker,
         set_state: Callable[[State], None],
         on_uplink_frame: Callable[[float | None, int], None] | None = None,
+        muted: Callable[[], bool] | None = None,
     ) -> None:
         self.target = target
         self.credentials = credentials
@@ -94,15 +98,53 @@ class Conversation:
         self.speaker = speaker
         self.set_state = set_state
         self.on_uplink_frame = on_uplink_frame
+        self.muted = muted
         self.call: VoiceLiveCall | None = None
+        self.state = State.CONNECTING
         self._result: ConversationResult | None = None
         self._awaiting_reply_audio = False
+        self._dropping_reply = False
+        self._hangup_reason: str | None = None
+
+    def _set(self, state: State) -> None:
+        self.state = state
+        self.set_state(state)
+
+    # ------------------------------------------------------------------------------------------
+    # Commands (from the button or the stop word)
+
+    async def stop_reply(self, why: str = "stop") -> bool:
+        """Stop the assistant mid-reply: `response.cancel`, flush, drop the rest of the reply."""
+        if self.call is None or (self.state is not State.SPEAKING and self.speaker.buffered_s <= 0):
+            return False
+        self._barge_in(why)
+        with contextlib.suppress(TransientError):  # the call is ending anyway
+            await self.call.send(protocol.response_cancel())
+        self._set(State.LISTENING)
+        return True
+
+    async def hang_up(self, why: str = "hang-up") -> None:
+        """End the conversation now; `run()` returns with `why` as its end reason."""
+        self._hangup_reason = why
+        if self.call is not None:
+            await self.call.hangup(why)
+
+    def _barge_in(self, why: str) -> None:
+        dropped_ms = self.speaker.flush()
+        self._dropping_reply = True
+        if self._result is not None:
+            self._result.barge_ins += 1
+        log.info("barge-in (%s): dropped %.0f ms of reply audio", why, dropped_ms)
+
+    # ------------------------------------------------------------------------------------------
 
     def _on_remote_frame(self, frame: av.AudioFrame) -> None:
         """Queue the service's audio; note where each reply's first audible sample lands. The service
         sends RTP all the time (silence between replies), so audibility, not arrival, marks a reply."""
+        if self._dropping_reply:
+            return
         result = self._result
-        if self._awaiting_reply_audio and result is not None and int(np.max(np.abs(frame.to_ndarray()))) > AUDIBLE:
+        if self._awaiting_reply_audio and result is not None and is_audible(frame.to_ndarray()):
             result.reply_marks.append(self.speaker.mark())
             self._awaiting_reply_audio = False
         self.speaker.write_frame(frame)
@@ -111,8 +153,8 @@ class Conversation:
         self, trigger: str, t_trigger: float, audio: BlockSource, preroll_s: float = 0.0
     ) -> ConversationResult:
         result = self._result = ConversationResult(trigger=trigger, t_trigger=t_trigger, preroll_s=preroll_s)
-        self.set_state(State.CONNECTING)
-        mic = MicTrack(audio, on_frame=self.on_uplink_frame)
+        self._set(State.CONNECTING)
+        mic = MicTrack(audio, on_frame=self.on_uplink_frame, muted=self.muted)
         call = self.call = VoiceLiveCall(self.target, self.credentials, mic, self.options, self._on_remote_frame)
         try:
             await call.start()
@@ -123,12 +165,13 @@ class Conversation:
             return result
         result.rtc_call_id = call.rtc_call_id
         result.connect_ms = round((time.monotonic() - t_trigger) * 1000, 1)
-        self.set_state(State.LISTENING)
+        self._set(State.LISTENING)
         try:
             await self._converse(call, result)
         finally:
             mic.stop()
             await call.hangup(result.end_reason or "hang-up")
+            self.speaker.flush()  # nothing of this call plays after it
         if call.end_error is not None and not result.ok:
             result.error_kind, result.error = call.end_error.kind, str(call.end_error)
         return result
@@ -139,7 +182,6 @@ class Conversation:
         max_end = now + cfg.max_call_s
         # Before the first reply the user may still be talking (pre-roll); the window starts on connect.
         followup_end: float | None = now + max(cfg.followup_s, 0.1)
-        speaking = False
         server_audio_done = True
         response_open = False
         events = call.events().__aiter__()
@@ -150,43 +192,46 @@ class Conversation:
             except TimeoutError:
                 if time.monotonic() >= max_end:
                     result.end_reason = "maximum call length reached"
+                elif response_open or not result.responses:
+                    result.end_reason = "no response from the service"
                 else:
                     result.end_reason = "follow-up window passed"
                 result.ok = bool(result.responses)
                 return
             except StopAsyncIteration:
-                result.end_reason = call.end_reason or "call ended"
+                result.end_reason = self._hangup_reason or call.end_reason or "call ended"
                 result.ok = call.end_error is None and bool(result.responses)
                 return
             match event:
                 case protocol.SpeechStarted():
+                    result.t_speech_started.append(time.monotonic())
                     followup_end = None
-                    if speaking or self.speaker.buffered_s > 0:
-                        dropped_ms = self.speaker.flush()
-                        result.barge_ins += 1
-                        log.info("barge-in: dropped %.0f ms of reply audio", dropped_ms)
-                    speaking = False
-                    self.set_state(State.USER_SPEAKING)
+                    if self.state is State.SPEAKING or self.speaker.buffered_s > 0:
+                        self._barge_in("user speech")
+                    self._set(State.USER_SPEAKING)
                 case protocol.SpeechStopped():
                     result.t_speech_stopped.append(time.monotonic())
                     self._awaiting_reply_audio = True
                     if not response_open:
                         followup_end = time.monotonic() + RESPONSE_WAIT_S
-                    self.set_state(State.THINKING)
+                    self._set(State.THINKING)
                 case protocol.ResponseCreated():
                     response_open = True
                     server_audio_done = False
+                    self._dropping_reply = False  # a new response: play it
                     followup_end = None
-                    self.set_state(State.THINKING)
+                    if self.state is not State.USER_SPEAKING:
+                        self._set(State.THINKING)
                 case protocol.OutputAudioStarted():
-                    speaking = True
                     server_audio_done = False
-                    self.set_state(State.SPEAKING)
+                    if not self._dropping_reply:
+                        self._set(State.SPEAKING)
                 case protocol.OutputAudioStopped():
                     server_audio_done = True
                 case protocol.ResponseDone():
                     response_open = False
                     server_audio_done = True
+                    self._dropping_reply = False
                     result.responses.append(event.status or "unknown")
                 case protocol.TranscriptDone():
                     result.transcripts.append(event.transcript)
@@ -196,6 +241,6 @@ class Conversation:
                     pass
             if not response_open and server_audio_done and followup_end is None and result.responses:
                 # The reply is out; what is still in the playout buffer plays before the window opens.
-                speaking = False
                 followup_end = time.monotonic() + self.speaker.buffered_s + cfg.followup_s
-                self.set_state(State.LISTENING)
+                if self.state is not State.USER_SPEAKING:
+                    self._set(State.LISTENING)

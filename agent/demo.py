@@ -57,13 +57,28 @@ def read_wav_mono16k(path: Path) -> np.ndarray:
     return convert_pcm(mono, rate, 16000)
 
 
-def rms_dbfs(samples: np.ndarray) -> float | None:
-    """RMS level of the span between the first and last non-silent sample, in dBFS."""
+def loud_regions(samples: np.ndarray, rate: int, gap_s: float = 0.3) -> list[tuple[int, int]]:
+    """(start, end) sample spans of sound, split where it stays silent for `gap_s`: the earcons and
+    the reply in the demo's WAV come out as separate regions."""
     loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > 64)
     if loud.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(loud) > gap_s * rate)
+    starts = np.concatenate(([loud[0]], loud[breaks + 1]))
+    ends = np.concatenate((loud[breaks], [loud[-1]])) + 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
+def reply_span(samples: np.ndarray, rate: int) -> tuple[int, int] | None:
+    """The longest sound in the WAV: the assistant's reply (the earcons are a fraction of a second)."""
+    regions = loud_regions(samples, rate)
+    return max(regions, key=lambda r: r[1] - r[0]) if regions else None
+
+
+def rms_dbfs(samples: np.ndarray) -> float | None:
+    if samples.size == 0:
         return None
-    span = samples[loud[0] : loud[-1] + 1].astype(np.float64)
-    return round(20 * np.log10(np.sqrt(np.mean(span**2)) / 32768 + 1e-12), 1)
+    return round(20 * np.log10(np.sqrt(np.mean(samples.astype(np.float64) ** 2)) / 32768 + 1e-12), 1)
 
 
 def demo_config(base: Config, emulator_url: str, mic: Path, out_wav: Path) -> Config:
@@ -151,10 +166,15 @@ def _summarize(
         t_written = agent.playback.first_write_after(result.reply_marks[0])
         if t_written is not None:
             first_reply_ms = round((t_written - call.speech_stopped_t[0]) * 1000, 1)
-    reply_db = None
+    reply_db = reply_s = None
     if out_wav.exists():
         with wave.open(str(out_wav)) as w:
-            reply_db = rms_dbfs(np.frombuffer(w.readframes(w.getnframes()), dtype="<i2"))
+            rate = w.getframerate()
+            audio = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        span = reply_span(audio, rate)
+        if span is not None:
+            reply_db = rms_dbfs(audio[span[0] : span[1]])
+            reply_s = round((span[1] - span[0]) / rate, 2)
     wake = agent.detections[0] if agent.detections else None
     ok = bool(
         result is not None
@@ -172,6 +192,7 @@ def _summarize(
         "first_reply_audio_ms": first_reply_ms,
         "reply_wav": str(out_wav),
         "reply_rms_dbfs": reply_db,
+        "reply_s": reply_s,
         "led_states": led_states,
         "responses": result.responses if result else [],
         "transcripts": result.transcripts if result else [],

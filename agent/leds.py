@@ -129,5 +129,7 @@ class Leds:
             dev.pulse(fade_in_time=half, fade_out_time=half, background=True)
 
     def close(self) -> None:
+        """Release the pins; later patterns are still recorded, just not shown."""
         if self._device is not None:
             self._device.close()
+            self._device = None

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from .audio.alsa import Backoff
 from .audio.capture import AlsaCapture
+from .audio.earcons import Earcons
 from .audio.playback import AlsaPlayback
 from .audio.preroll import CallAudio, PrerollBuffer
 from .config import Config
@@ -30,6 +31,10 @@ from .voicelive.control import Target
 from .wakeword import WakeWordDetector
 
 log = logging.getLogger(__name__)
+
+#: How long after the speaker last made a sound the wake word stays deaf: the device's own voice and
+#: earcons must not wake it.
+ECHO_GUARD_S = 0.3
 
 #: Wake phrases are about a second long; with `send_wake_word` the call audio starts this much before
 #: the end of the detection.
@@ -84,6 +89,13 @@ def setup_pin_factory(config: Config) -> None:
 
 
 class Agent:
+    """The device: listens, converses, shows its state. One instance per process.
+
+    Gestures (the button, or anything else that calls them): `press()` starts a conversation when
+    idle, stops the assistant while it speaks, hangs up while it listens; `hold()` mutes or unmutes the
+    microphone, and clears an authentication or configuration error so the next wake word tries again.
+    """
+
     def __init__(
         self,
         config: Config,
@@ -98,23 +110,44 @@ class Agent:
         self.capture = AlsaCapture(config.audio.capture)
         self.playback = AlsaPlayback(config.audio.playback, on_written=on_playback_written)
         self.preroll = PrerollBuffer(config.audio.preroll_s + WAKE_PHRASE_S)
+        self.earcons = Earcons(config.audio.earcons)
         setup_pin_factory(config)
         self.leds = Leds(config.gpio, on_pattern)
         self.detector: WakeWordDetector | None = None
         self.state = State.IDLE
+        self.muted = False
+        #: An error retrying cannot fix ("auth", "config"): wake words are ignored until `hold()` or
+        #: a configuration reload clears it.
+        self.blocked: str | None = None
+        self.error_kind: str | None = None
         self.results: list[ConversationResult] = []
         self.detections: list[tuple[str, float, float]] = []  # (model, score, capture time)
         self.conversation: Conversation | None = None
         self._on_uplink_frame = on_uplink_frame
         self._triggers: asyncio.Queue[Trigger] = asyncio.Queue(maxsize=1)
-        self._listener: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._backoff = Backoff(config.conversation.backoff_initial_s, config.conversation.backoff_max_s)
+
+    # ------------------------------------------------------------------------------------------
+    # State and LEDs
 
     def set_state(self, state: State, error: str | None = None) -> None:
         if state is not self.state:
             log.info("state %s -> %s", self.state.value, state.value)
+            if state is State.LISTENING and self.state is State.CONNECTING:
+                self.earcons.play("connected", self.playback)
         self.state = state
-        self.leds.show(leds_for(state, error=error))  # type: ignore[arg-type]
+        self.error_kind = error if state is State.ERROR else None
+        self._show()
+
+    def _show(self) -> None:
+        error = self.error_kind or self.blocked
+        if error is None and self.state is State.IDLE and self.capture.state == "error":
+            error = "audio"
+        self.leds.show(leds_for(self.state, muted=self.muted, error=error))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------------------------------
+    # Life cycle
 
     async def start(self) -> None:
         """Load the models, open the devices, start listening. Raises ConfigError for a bad model."""
@@ -122,15 +155,17 @@ class Agent:
         self.detector = await asyncio.to_thread(WakeWordDetector, self.config.wake)
         await self.playback.start()
         await self.capture.start()
-        self._listener = asyncio.create_task(self._listen(), name="listener")
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="listener"),
+            asyncio.create_task(self._watch_devices(), name="device watch"),
+        ]
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-        if self.conversation is not None and self.conversation.call is not None:
-            await self.conversation.call.hangup("agent stopping")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.conversation is not None:
+            await self.conversation.hang_up("agent stopping")
         await self.capture.stop()
         await self.playback.stop()
         if self.detector is not None:
@@ -143,35 +178,98 @@ class Agent:
         sub = self.capture.hub.subscribe("listen", max_blocks=100)
         async for block in sub:
             self.preroll.add(block)
-            if self.state is not State.IDLE:
+            if self.state is not State.IDLE or self.muted or self.blocked:
                 continue
+            # The device's own sounds (an earcon, the end of a reply) must not wake it.
+            audible = self.playback.last_audible_t
+            detector.suppressed = audible is not None and block.t_end - audible < ECHO_GUARD_S
             for det in await detector.process_async(block):
                 log.info("wake word %s (score %.2f)", det.model, det.score)
                 self.detections.append((det.model, det.score, det.t_end))
                 self.trigger(Trigger(f"wake:{det.model}", det.t_end, det.score))
 
+    async def _watch_devices(self) -> None:
+        """Show a lost microphone on the LEDs (capture reopens it by itself)."""
+        shown = self.capture.state
+        while True:
+            await asyncio.sleep(0.5)
+            if self.capture.state != shown:
+                shown = self.capture.state
+                self._show()
+
+    # ------------------------------------------------------------------------------------------
+    # Gestures
+
     def trigger(self, trigger: Trigger) -> bool:
-        """Start a conversation (from the wake word or a button); ignored while one is starting."""
-        if self.state is not State.IDLE:
+        """Start a conversation (from the wake word or a button); ignored unless idle and allowed."""
+        if self.state is not State.IDLE or self.muted or self.blocked:
             return False
         try:
             self._triggers.put_nowait(trigger)
         except asyncio.QueueFull:
             return False
         self.set_state(State.WAKING)
+        self.earcons.play("wake", self.playback)
         return True
+
+    async def press(self) -> str:
+        """A short press: what it did depends on the state (returns a word for logs and tests)."""
+        conv = self.conversation
+        if self.state is State.IDLE:
+            if self.muted:
+                return "ignored (muted)"
+            if self.blocked:
+                return f"ignored ({self.blocked} error: hold the button to retry)"
+            # From the press on: audio since the press reaches the service.
+            return "start" if self.trigger(Trigger("button", time.monotonic())) else "ignored"
+        if conv is not None and self.state is State.SPEAKING:
+            return "stop reply" if await conv.stop_reply("button") else "ignored"
+        if conv is not None and self.state in (State.CONNECTING, State.LISTENING, State.USER_SPEAKING, State.THINKING):
+            await conv.hang_up("hung up by the button")
+            return "hang up"
+        return "ignored"
+
+    def hold(self) -> str:
+        """A long press: clears a blocking error, or else mutes or unmutes the microphone."""
+        if self.blocked:
+            log.info("%s error cleared by the button: the next wake word tries again", self.blocked)
+            self.blocked = None
+            self._backoff.reset()
+            self._show()
+            return "retry"
+        self.muted = not self.muted
+        log.info("microphone %s", "muted" if self.muted else "unmuted")
+        self._show()
+        return "muted" if self.muted else "unmuted"
+
+    def reload(self, config: Config, credentials: Credentials) -> None:
+        """New configuration (SIGHUP): the next call uses it, and a blocking error is cleared."""
+        self.config = config
+        self.credentials = credentials
+        if self.blocked:
+            log.info("configuration reloaded: %s error cleared", self.blocked)
+            self.blocked = None
+        self._backoff.reset()
+        self._show()
+
+    # ------------------------------------------------------------------------------------------
+    # Conversations
 
     async def run(self, max_conversations: int | None = None) -> list[ConversationResult]:
         """Serve triggers one conversation at a time; return after `max_conversations` (None: forever)."""
         while max_conversations is None or len(self.results) < max_conversations:
             trigger = await self._triggers.get()
-            result = await self._converse(trigger)
+            try:
+                result = await self._converse(trigger)
+            finally:
+                if self.state is not State.IDLE:
+                    self.set_state(State.IDLE)  # whatever happened, never stuck out of idle
             self.results.append(result)
         return self.results
 
     async def _converse(self, trigger: Trigger) -> ConversationResult:
         cfg = self.config
-        t_from = trigger.t_end - (WAKE_PHRASE_S if cfg.audio.send_wake_word else 0.0)
+        t_from = trigger.t_end - (WAKE_PHRASE_S if cfg.audio.send_wake_word and trigger.score is not None else 0.0)
         period = cfg.audio.capture.period_ms / 1000
         # Snapshot and subscription in one loop step: no block can fall between them.
         backlog = self.preroll.since(t_from)
@@ -185,6 +283,7 @@ class Agent:
             self.playback,
             self.set_state,
             self._on_uplink_frame,
+            muted=lambda: self.muted,
         )
         try:
             result = await self.conversation.run(trigger.source, trigger.t_end, audio, audio.preroll_s)
@@ -201,22 +300,24 @@ class Agent:
             await self._after_error(result.error_kind)
         else:
             self._backoff.reset()
+            if result.responses:
+                self.earcons.play("goodbye", self.playback)
         assert self.detector is not None
         await asyncio.get_running_loop().run_in_executor(None, self.detector.reset)
         self.set_state(State.IDLE)
         return result
 
     async def _after_error(self, kind: str) -> None:
-        """Show the error, and wait before the next attempt: exponential backoff with jitter and a cap.
-        Errors retrying cannot fix (auth, config) wait the longest."""
-        cfg = self.config.conversation
-        self.set_state(State.ERROR, error=kind if kind in ("auth", "config", "network", "audio") else "network")
+        """Show the error. Errors retrying cannot fix (auth, config) block wake words until the button is
+        held or the configuration is reloaded; others wait out a backoff with jitter and a cap."""
+        self.earcons.play("error", self.playback)
         if kind in ("auth", "config"):
-            delay = cfg.backoff_max_s
-            log.error("not retrying for %.0f s: fix the %s problem above", delay, kind)
-        else:
-            delay = self._backoff.next_delay()
-        await asyncio.sleep(delay)
+            self.blocked = kind
+            log.error("not retrying: fix the %s problem above, then reload (SIGHUP) or hold the button", kind)
+            self.set_state(State.ERROR, error=kind)
+            return
+        self.set_state(State.ERROR, error=kind if kind in ("network", "audio") else "network")
+        await asyncio.sleep(self._backoff.next_delay())
 
 
 async def run_service(config: Config, credentials: Credentials) -> int:

@@ -37,13 +37,18 @@ def test_demo_json_completes_the_loop(tmp_path: Path) -> None:
     assert out["led_states"][:4] == ["idle", "wake", "connecting", "listening"]
     assert {"user_speaking", "thinking", "speaking"} <= set(out["led_states"])
     assert out["led_states"][-1] == "idle"
-    # the reply WAV holds the parrot reply: audible, and about as long as "what time is it?"
+    # the reply WAV holds the wake and goodbye earcons and the parrot reply: audible, and about as long
+    # as "what time is it?" (0.9 s)
     assert out["reply_rms_dbfs"] > -40
+    assert 0.6 < out["reply_s"] < 2.0
+    from agent.demo import loud_regions
+
     with wave.open(out["reply_wav"]) as w:
         assert (w.getframerate(), w.getnchannels()) == (48000, 1)
         audio = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    loud = np.flatnonzero(np.abs(audio.astype(np.int32)) > 300)
-    assert 0.6 < (loud[-1] - loud[0]) / 48000 < 2.5
+    lengths = [(e - s) / 48000 for s, e in loud_regions(audio, 48000)]
+    assert len(lengths) == 3, lengths  # wake sound, reply, goodbye sound
+    assert lengths[0] < 0.3 and lengths[2] < 0.3
 
 
 def test_demo_text_summary(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from agent.demo import demo_config
 from agent.emulator.server import Emulator
 from agent.emulator.settings import EmulatorSettings
 from agent.leds import State
-from agent.service import Agent
+from agent.service import Agent, Trigger
 from agent.voicelive.auth import ApiKey, Secret
 
 from .speech import brown_noise, espeak
@@ -74,7 +74,12 @@ async def test_refused_key_shows_auth_error_then_idle(tmp_path: Path, caplog: py
         result = agent.results[0]
         assert not result.ok and result.error_kind == "auth"
         assert "HTTP 401" in (result.error or "")
-        assert "auth_error" in agent.leds.history
-        assert agent.leds.history[-1] == "idle" and agent.state is State.IDLE
         assert len(emu.calls) == 0  # refused at the upgrade: no call was set up
+        # back to idle, but blocked: the auth pattern stays and wake words are ignored ...
+        assert agent.state is State.IDLE and agent.blocked == "auth"
+        assert agent.leds.history[-1] == "auth_error"
+        assert not agent.trigger(Trigger("wake:hey_jarvis", 0.0, 0.9))
+        # ... until the button is held (or the configuration reloaded)
+        assert agent.hold() == "retry"
+        assert agent.blocked is None and agent.leds.history[-1] == "idle"
     assert KEY not in caplog.text

@@ -28,3 +28,12 @@ class PcmBlock:
     @property
     def t_start(self) -> float:
         return self.t_end - self.duration_s
+
+
+#: A block whose peak is above this (about -54 dBFS) is sound, not digital or near silence: the
+#: service sends silent RTP between replies, so "audio arrived" and "the assistant is talking" differ.
+AUDIBLE = 64
+
+
+def is_audible(samples: np.ndarray) -> bool:
+    return samples.size > 0 and int(np.max(np.abs(samples))) > AUDIBLE

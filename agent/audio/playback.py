@@ -50,6 +50,7 @@ import numpy as np
 
 from ..config import PlaybackConfig
 from .alsa import Backoff, ErrorReporter, PcmFactory, RateLimitedCounter, State, open_pcm, run_reopening
+from .frames import is_audible
 from .resample import PcmConverter, convert_pcm
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,9 @@ class AlsaPlayback:
         self._playing = False
         self._dry_since: float | None = None
         self._audio_until = 0.0  # monotonic time when the audio handed to ALSA so far ends
+        #: Monotonic time of the last write that carried audible sound (see frames.AUDIBLE): for
+        #: measuring how fast a barge-in silences the speaker, and for wake word echo suppression.
+        self.last_audible_t: float | None = None
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -407,6 +411,8 @@ class AlsaPlayback:
                     sched = t + (buffer_frames - avail) / self.rate
             if n_audio:
                 self._audio_until = sched
+                if is_audible(chunk):
+                    self.last_audible_t = t
                 self._add("audio_frames", n_audio)
                 with self._writes_lock:
                     self._writes.append((start_pos + n_audio, t))
