@@ -42,7 +42,7 @@ def _setup_logging(level: str | int, stream: object = sys.stdout) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import default_config_path, load_config, load_credentials
+    from .config import default_config_path, load_config, load_credentials, systemd_env
     from .service import run_service
 
     path = Path(args.config) if args.config else default_config_path(os.environ)
@@ -54,7 +54,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"configuration OK: {path or 'built-in defaults'} (credentials: {credentials.describe()})")
         return 0
     _setup_logging(config.logging.level)
-    return asyncio.run(run_service(config, credentials))
+    return asyncio.run(run_service(config, credentials, systemd_env(os.environ)))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

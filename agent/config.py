@@ -438,6 +438,36 @@ def load_credentials(auth: AuthConfig, env: Mapping[str, str]) -> Credentials:
     )
 
 
+@dataclass(frozen=True)
+class SystemdEnv:
+    """What systemd tells a `Type=notify` service through its environment (all None outside systemd)."""
+
+    notify_socket: str | None = None
+    watchdog_usec: int | None = None
+    watchdog_pid: int | None = None
+
+    def watchdog_interval_s(self, pid: int) -> float | None:
+        """How often to ping the watchdog: half of WatchdogSec (what sd_watchdog_enabled(3) advises),
+        or None when no watchdog is asked for, or it is meant for another process (WATCHDOG_PID)."""
+        if not self.watchdog_usec or (self.watchdog_pid is not None and self.watchdog_pid != pid):
+            return None
+        return self.watchdog_usec / 2e6
+
+
+def systemd_env(env: Mapping[str, str]) -> SystemdEnv:
+    """NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID; values that are not numbers are ignored."""
+
+    def number(name: str) -> int | None:
+        value = env.get(name, "").strip()
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
+    return SystemdEnv(
+        notify_socket=env.get("NOTIFY_SOCKET") or None,
+        watchdog_usec=number("WATCHDOG_USEC"),
+        watchdog_pid=number("WATCHDOG_PID"),
+    )
+
+
 def default_config_path(env: Mapping[str, str]) -> Path | None:
     """`--config` unset: `$VOICE_AGENT_CONFIG`, then /etc/voice-agent/config.yaml if it exists."""
     if env.get("VOICE_AGENT_CONFIG"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -22,9 +23,10 @@ from .audio.capture import AlsaCapture
 from .audio.earcons import Earcons
 from .audio.playback import AlsaPlayback
 from .audio.preroll import CallAudio, PrerollBuffer
-from .config import Config
+from .config import Config, SystemdEnv
 from .conversation import Conversation, ConversationResult
 from .leds import Leds, Pattern, State, leds_for
+from .sdnotify import Notifier, ProgressCheck, feed_watchdog
 from .voicelive.auth import Credentials
 from .voicelive.call import CallOptions
 from .voicelive.control import Target
@@ -320,22 +322,54 @@ class Agent:
         await asyncio.sleep(self._backoff.next_delay())
 
 
-async def run_service(config: Config, credentials: Credentials) -> int:
-    """Run until SIGTERM or SIGINT; hang up cleanly on the way out."""
+async def run_service(config: Config, credentials: Credentials, sd: SystemdEnv | None = None) -> int:
+    """Run until SIGTERM or SIGINT; hang up cleanly on the way out.
+
+    Under systemd (`Type=notify`): READY=1 once the models are loaded and the first microphone block has
+    arrived (not merely once the device opened), WATCHDOG=1 only while capture blocks keep arriving,
+    STOPPING=1 before the hang-up. Outside systemd the notifications are no-ops.
+    """
+    sd = sd or SystemdEnv()
+    notifier = Notifier(sd.notify_socket)
     agent = Agent(config, credentials)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await agent.start()
-    log.info("listening for %s", ", ".join(agent.detector.names if agent.detector else []))
-    runner = asyncio.create_task(agent.run())
-    stopper = asyncio.create_task(stop.wait())
+    notifier.status("loading the wake word models and opening the microphone")
+    tasks: list[asyncio.Task[object]] = []
+    rc = 0
     t = time.monotonic()
-    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    runner.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await runner
-    await agent.stop()
+    try:
+        await agent.start()
+        stopper = asyncio.create_task(stop.wait())
+        first_block = asyncio.create_task(agent.capture.ready.wait())
+        await asyncio.wait({stopper, first_block}, return_when=asyncio.FIRST_COMPLETED)
+        first_block.cancel()
+        tasks.append(stopper)
+        if not stop.is_set():
+            names = ", ".join(agent.detector.names if agent.detector else [])
+            log.info("listening for %s", names)
+            notifier.ready(f"listening for {names}")
+            interval = sd.watchdog_interval_s(os.getpid())
+            if interval is not None:
+                capture = agent.capture
+                alive = ProgressCheck(lambda: (capture.state, capture.stats.blocks))
+                tasks.append(asyncio.create_task(feed_watchdog(notifier, alive, interval), name="watchdog"))
+            runner = asyncio.create_task(agent.run(), name="conversations")
+            tasks.append(runner)
+            await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if runner.done() and not runner.cancelled() and runner.exception() is not None:
+                log.error("the conversation loop failed: %r", runner.exception())
+                rc = 1  # Restart=on-failure brings the service back
+    finally:
+        notifier.stopping("hanging up and closing the devices")
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await agent.stop()
+        notifier.close()
     log.info("stopped after %.0f s", time.monotonic() - t)
-    return 0
+    return rc
