@@ -199,6 +199,13 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class DeviceConfig:
+    """Which device this is, for its owner: shown in the log, the systemd status and `voice-agent check`."""
+
+    name: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     voicelive: VoiceLiveConfig = _sub(VoiceLiveConfig)
     network: NetworkConfig = _sub(NetworkConfig)
@@ -207,6 +214,7 @@ class Config:
     gpio: GpioConfig = _sub(GpioConfig)
     conversation: ConversationConfig = _sub(ConversationConfig)
     logging: LoggingConfig = _sub(LoggingConfig)
+    device: DeviceConfig = _sub(DeviceConfig)
 
 
 # --------------------------------------------------------------------------------------------------

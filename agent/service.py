@@ -349,8 +349,9 @@ async def run_service(config: Config, credentials: Credentials, sd: SystemdEnv |
         tasks.append(stopper)
         if not stop.is_set():
             names = ", ".join(agent.detector.names if agent.detector else [])
-            log.info("listening for %s", names)
-            notifier.ready(f"listening for {names}")
+            who = f"{config.device.name}: " if config.device.name else ""
+            log.info("%slistening for %s", who, names)
+            notifier.ready(f"{who}listening for {names}")
             interval = sd.watchdog_interval_s(os.getpid())
             if interval is not None:
                 capture = agent.capture
