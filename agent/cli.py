@@ -3,6 +3,8 @@
     voice-agent run [--config PATH] [--check-config]   the service (systemd runs this)
     voice-agent demo [--json] [--out DIR]               the whole loop on this machine, no hardware, no cloud
     voice-agent emulator [--port N] ...                 a local Voice Live emulator on 127.0.0.1
+    voice-agent check [--json] [--button S]             what is wrong on this device: a pass/fail table
+    voice-agent devices [--json]                        ALSA devices and the rates and channels they take
 
 Configuration errors exit with 78 (EX_CONFIG) and name the key, so systemd does not restart in a loop.
 """
@@ -97,6 +99,27 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .check import CheckOptions, run_check
+    from .config import default_config_path
+
+    _setup_logging(logging.DEBUG if args.verbose else logging.ERROR, sys.stderr)
+    path = Path(args.config) if args.config else default_config_path(os.environ)
+    options = CheckOptions(capture_s=args.seconds, tone=not args.no_tone, leds=not args.no_leds,
+                           button_s=args.button, timeout_s=args.timeout)  # fmt: skip
+    report = asyncio.run(run_check(path, dict(os.environ), options))
+    print(report.to_json() if args.json else report.table())
+    return 0 if report.ok else 1
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from .devices import describe, list_devices
+
+    _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
+    print(describe(list_devices(args.device), args.json))
+    return 0
+
+
 def parse_faults(items: Sequence[str]) -> Faults:
     """`--fault NAME[=VALUE]` switches: a bare name turns a switch on; a value is read as the field's
     type (seconds, an HTTP status, an error code)."""
@@ -150,6 +173,22 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--fault", action="append", default=[], metavar="NAME[=VALUE]", help="inject a fault")
     emu.add_argument("-v", "--verbose", action="store_true")
     emu.set_defaults(func=_cmd_emulator)
+    check = sub.add_parser("check", help="check config, audio, LEDs, network, credentials and models: pass/fail")
+    check.add_argument("--config", help="YAML file (default: $VOICE_AGENT_CONFIG or /etc/voice-agent/config.yaml)")
+    check.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    check.add_argument("--seconds", type=float, default=3.0, help="seconds of microphone level to measure")
+    check.add_argument("--button", type=float, default=0.0, metavar="S", help="wait up to S seconds for a press")
+    check.add_argument("--no-tone", action="store_true", help="skip the speaker test tone")
+    check.add_argument("--no-leds", action="store_true", help="skip the LED walk")
+    check.add_argument("--timeout", type=float, default=10.0, help="seconds for each network step")
+    check.add_argument("-v", "--verbose", action="store_true")
+    check.set_defaults(func=_cmd_check)
+
+    devices = sub.add_parser("devices", help="ALSA capture and playback devices and the rates and channels they take")
+    devices.add_argument("--json", action="store_true")
+    devices.add_argument("--device", action="append", default=[], help="also probe this device name")
+    devices.add_argument("-v", "--verbose", action="store_true")
+    devices.set_defaults(func=_cmd_devices)
     return parser
 
 

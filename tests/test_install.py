@@ -110,7 +110,8 @@ def test_the_tree_file_by_file(installed: tuple[Path, Run]) -> None:
         [*(k for k in expected if k.startswith("etc/")), "etc/systemd", "etc/systemd/system"]
     )
     assert (root / "etc/voice-agent/credentials/voicelive-api-key").read_text() == KEY + "\n"
-    assert (root / "etc/systemd/system/voice-agent.service").read_bytes() == (REPO / "systemd/voice-agent.service").read_bytes()
+    unit = (root / "etc/systemd/system/voice-agent.service").read_bytes()
+    assert unit == (REPO / "systemd/voice-agent.service").read_bytes()
     link = root / "usr/local/bin/voice-agent"
     assert link.is_symlink() and os.readlink(link) == "/opt/voice-agent/venv/bin/voice-agent"
     binary = root / "opt/voice-agent/venv/bin/voice-agent"
@@ -223,7 +224,8 @@ def copy_tree(src: Path, dest: Path) -> Path:
 
 def test_uninstall_keeps_config_and_key_and_purge_removes_them(installed: tuple[Path, Run], tmp_path: Path) -> None:
     root = copy_tree(installed[0], tmp_path / "root")
-    hardware_block = "\n".join(["# >>> voice-agent: test", "[all]", "dtoverlay=x", "# <<< voice-agent", ""])
+    begin = "# >>> voice-agent: install.sh rewrites this block on every run (add your own lines outside it)"
+    hardware_block = "\n".join([begin, "[all]", "dtoverlay=x", "# <<< voice-agent", ""])
     (root / "boot/firmware/config.txt").write_text(BOOT_BEFORE)
     first = run_install("--root", str(root), "--uninstall")
     assert first.code == 0, first.out
@@ -234,8 +236,7 @@ def test_uninstall_keeps_config_and_key_and_purge_removes_them(installed: tuple[
     assert (root / "etc/voice-agent/config.yaml").is_file()
     assert "kept /etc/voice-agent" in first.out
     # --purge: the configuration, the key and the boot block go; the owner's own boot lines stay
-    (root / "boot/firmware/config.txt").write_text(BOOT_BEFORE + hardware_block.replace(
-        "# >>> voice-agent: test", "# >>> voice-agent: install.sh rewrites this block on every run (add your own lines outside it)"))  # fmt: skip
+    (root / "boot/firmware/config.txt").write_text(BOOT_BEFORE + hardware_block)
     purge = run_install("--root", str(root), "--uninstall", "--purge")
     assert purge.code == 0, purge.out
     assert not (root / "etc/voice-agent").exists()
