@@ -35,6 +35,9 @@ from .voicelive.errors import TransientError, VoiceLiveError
 
 log = logging.getLogger(__name__)
 
+#: The speaker counts as still talking this long after its last audible write (its lead into ALSA).
+AUDIBLE_TAIL_S = 0.25
+
 #: After the user stops speaking, how long to wait for the service to start a response before hanging up.
 RESPONSE_WAIT_S = 15.0
 
@@ -55,6 +58,12 @@ class Speaker(Protocol):
         """The position of the next sample queued (for `first_write_after`)."""
         ...
 
+    @property
+    def last_audible_t(self) -> float | None:
+        """When the speaker last wrote a sound (the service sends silence between replies, so queued
+        audio alone does not mean the assistant is talking)."""
+        ...
+
 
 @dataclass
 class ConversationResult:
@@ -72,6 +81,7 @@ class ConversationResult:
     responses: list[str] = field(default_factory=list)  # response.done statuses
     transcripts: list[str] = field(default_factory=list)
     barge_ins: int = 0
+    t_barge_ins: list[float] = field(default_factory=list)  # when the agent flushed the reply
     t_speech_started: list[float] = field(default_factory=list)  # when the agent got speech_started
     t_speech_stopped: list[float] = field(default_factory=list)  # when the agent got speech_stopped
     #: For each reply, the playout position of its first audible sample: with the speaker's
@@ -129,11 +139,20 @@ class Conversation:
         if self.call is not None:
             await self.call.hangup(why)
 
+    def _assistant_audible(self) -> bool:
+        """The assistant is talking: the service says its audio is playing, or the speaker made a
+        sound a moment ago (the reply's local tail)."""
+        if self.state is State.SPEAKING:
+            return True
+        last = self.speaker.last_audible_t
+        return last is not None and time.monotonic() - last < AUDIBLE_TAIL_S
+
     def _barge_in(self, why: str) -> None:
         dropped_ms = self.speaker.flush()
         self._dropping_reply = True
         if self._result is not None:
             self._result.barge_ins += 1
+            self._result.t_barge_ins.append(time.monotonic())
         log.info("barge-in (%s): dropped %.0f ms of reply audio", why, dropped_ms)
 
     # ------------------------------------------------------------------------------------------
@@ -142,7 +161,9 @@ class Conversation:
         """Queue the service's audio; note where each reply's first audible sample lands. The service
         sends RTP all the time (silence between replies), so audibility, not arrival, marks a reply."""
         if self._dropping_reply:
-            return
+            if is_audible(frame.to_ndarray()):
+                return  # the cancelled reply's tail, still arriving: never play it
+            self._dropping_reply = False  # silence again: the tail has passed
         result = self._result
         if self._awaiting_reply_audio and result is not None and is_audible(frame.to_ndarray()):
             result.reply_marks.append(self.speaker.mark())
@@ -206,7 +227,7 @@ class Conversation:
                 case protocol.SpeechStarted():
                     result.t_speech_started.append(time.monotonic())
                     followup_end = None
-                    if self.state is State.SPEAKING or self.speaker.buffered_s > 0:
+                    if self._assistant_audible():
                         self._barge_in("user speech")
                     self._set(State.USER_SPEAKING)
                 case protocol.SpeechStopped():
@@ -231,7 +252,6 @@ class Conversation:
                 case protocol.ResponseDone():
                     response_open = False
                     server_audio_done = True
-                    self._dropping_reply = False
                     result.responses.append(event.status or "unknown")
                 case protocol.TranscriptDone():
                     result.transcripts.append(event.transcript)

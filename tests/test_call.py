@@ -42,6 +42,9 @@ class PacedSource:
         self.t0: float | None = None
         self.seq = 0
 
+    def get_nowait(self) -> PcmBlock | None:
+        return None  # paced: a block is never waiting early
+
     async def get(self) -> PcmBlock:
         if self.t0 is None:
             self.t0 = time.monotonic()
@@ -329,3 +332,31 @@ async def test_unknown_client_event_gives_error_event(emulator: Emulator) -> Non
         await call.send({"type": "no.such.event", "event_id": "evt_x"})
         events = await collect(call, "error", timeout=5)
         assert isinstance(events[-1], protocol.Error) and not call.ended.is_set()
+
+
+async def test_tls_needs_the_ca(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """wss:// verifies certificates: with the emulator's own CA in `ca_file` the call works; without it
+    the agent refuses with a clear, permanent error (a retry cannot make a certificate trusted)."""
+    from agent.emulator.tls import make_test_ca
+
+    tls = make_test_ca(tmp_path / "tls")
+    settings = EmulatorSettings(
+        api_key=Secret(CANARY), ice_loopback=True, tls_cert=tls.server_cert, tls_key=tls.server_key
+    )
+    async with Emulator(settings) as emu:
+        assert emu.url.startswith("wss://127.0.0.1:")
+
+        def call_with(ca: Path | None) -> VoiceLiveCall:
+            return VoiceLiveCall(
+                Target(emu.url, protocol.DEFAULT_API_VERSION, model="gpt-realtime", ca_file=ca),
+                ApiKey(Secret(CANARY)),
+                MicTrack(PacedSource(np.zeros(16000 * 5, np.int16))),
+                options(),
+            )
+
+        async with call_with(tls.ca_cert) as call:
+            assert call.rtc_call_id
+        with pytest.raises(PermanentError, match=r"TLS certificate of 127\.0\.0\.1 not trusted.*ca_file"):
+            await call_with(None).start()
+        assert len(emu.calls) == 1  # the refused one never got past the handshake
+    assert CANARY not in caplog.text

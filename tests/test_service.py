@@ -3,48 +3,26 @@ back to idle, and a refused key shows the auth pattern without a retry storm."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agent.audio.fileplugin import FifoFeeder, use_file_plugin
-from agent.config import Config
-from agent.demo import demo_config
 from agent.emulator.server import Emulator
 from agent.emulator.settings import EmulatorSettings
 from agent.leds import State
-from agent.service import Agent, Trigger
-from agent.voicelive.auth import ApiKey, Secret
+from agent.service import Trigger
+from agent.voicelive.auth import Secret
 
+from .harness import KEY, run_agent
 from .speech import brown_noise, espeak
 
 pytestmark = pytest.mark.timeout(90)
-KEY = "canary-service-93c1d0e8a7"
 
 
 def wake_then_command() -> np.ndarray:
     parts = [brown_noise(1.0), espeak("hey jarvis"), brown_noise(0.7, seed=2), espeak("turn on the lights")]
     return np.concatenate([*parts, brown_noise(1.0)])
-
-
-async def run_agent(tmp_path: Path, emulator: Emulator, audio: np.ndarray, **conversation: float) -> Agent:
-    use_file_plugin(tmp_path)
-    fifo = tmp_path / "mic.fifo"
-    config = demo_config(Config(), emulator.url, fifo, tmp_path / "reply.wav")
-    config = dataclasses.replace(config, conversation=dataclasses.replace(config.conversation, **conversation))
-    feeder = FifoFeeder(fifo, audio, rate=16000, period_frames=320, then="silence")
-    feeder.start()
-    agent = Agent(config, ApiKey(Secret(KEY)))
-    try:
-        await agent.start()
-        await asyncio.wait_for(agent.run(max_conversations=1), 40)
-    finally:
-        await agent.stop()
-        feeder.stop()
-    return agent
 
 
 async def test_conversation_returns_to_idle_and_mic_audio_arrives_whole(

@@ -40,6 +40,10 @@ TIME_BASE = fractions.Fraction(1, RATE)
 class BlockSource(Protocol):
     async def get(self) -> PcmBlock: ...
 
+    def get_nowait(self) -> PcmBlock | None:
+        """A block that is already waiting, or None."""
+        ...
+
 
 class MicTrack(MediaStreamTrack):
     """An aiortc audio track fed from a `BlockSource` (a capture subscription, with pre-roll in front)."""
@@ -65,9 +69,10 @@ class MicTrack(MediaStreamTrack):
         self._resampler_rate = 0
         # (samples, t_end of the capture block they came from)
         self._ready: deque[tuple[np.ndarray, float]] = deque()
-        self._pending: asyncio.Task[PcmBlock] | None = None
+        self._pending: asyncio.Future[PcmBlock] | None = None
+        self._source_done = False
         self._pts = 0
-        self._next_t: float | None = None
+        self._last_sent: float | None = None
         self.frames_sent = 0
         self.silence_frames = 0
 
@@ -79,15 +84,26 @@ class MicTrack(MediaStreamTrack):
             self._ready.append((out.to_ndarray().reshape(-1), block.t_end))
 
     def _drain_available(self) -> None:
-        """Move every block that is already waiting into the ready frames, without blocking."""
-        while True:
-            if self._pending is None:
-                self._pending = asyncio.ensure_future(self._source.get())
+        """Move every block that is already waiting into the ready frames, without blocking, in order:
+        a finished `get()` first, then whatever else is queued (while a `get()` is still pending it
+        owns the next block, so nothing is taken around it)."""
+        if self._pending is not None:
             if not self._pending.done():
                 return
-            block = self._pending.result()
-            self._pending = None
+            pending, self._pending = self._pending, None
+            if pending.cancelled() or pending.exception() is not None:
+                self._source_done = True  # capture stopped: silence from now on
+                return
+            self._resample(pending.result())
+        while (block := self._source.get_nowait()) is not None:
             self._resample(block)
+
+    def _ensure_pending(self) -> asyncio.Future[PcmBlock]:
+        if self._pending is None:
+            if self._source_done:
+                return asyncio.get_running_loop().create_future()  # never completes: wait times out
+            self._pending = asyncio.ensure_future(self._source.get())
+        return self._pending
 
     async def _wait_for_frame(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -98,8 +114,7 @@ class MicTrack(MediaStreamTrack):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            assert self._pending is not None
-            await asyncio.wait({self._pending}, timeout=remaining)
+            await asyncio.wait({self._ensure_pending()}, timeout=remaining)
         return True
 
     @property
@@ -111,27 +126,27 @@ class MicTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
-        if self._next_t is None:
-            self._next_t = now
+        if self._last_sent is None:
+            self._last_sent = now - FRAME_S
         self._drain_available()
-        behind = len(self._ready) > 1
-        # Pace: one frame per 20 ms, or faster while catching up; never let the schedule run far behind
-        # wall time (after a stall), or the next frames would go out in a burst.
-        self._next_t = max(self._next_t + (FRAME_S / self._catchup_speed if behind else FRAME_S), now - FRAME_S)
-        delay = self._next_t - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        got = await self._wait_for_frame(max(0.0, self._next_t + self._stall_s - time.monotonic()))
+        if len(self._ready) > 1:
+            # Behind real time (the pre-roll): faster than real time, but at most `catchup_speed`
+            # times, so the far side's jitter buffer never sees a burst.
+            delay = self._last_sent + FRAME_S / self._catchup_speed - now
+            if delay > 0:
+                await asyncio.sleep(delay)
+        # Live: a frame goes out the moment capture delivers it (capture sets the pace); if none
+        # comes in time, silence goes out instead, so RTP never stops.
+        deadline = self._last_sent + FRAME_S + self._stall_s
+        got = await self._wait_for_frame(max(0.0, deadline - time.monotonic()))
         if got:
             samples, t_capture = self._ready.popleft()
-            # A frame that came late moves the schedule with it, so capture (the device clock) keeps
-            # setting the pace instead of drifting against time.monotonic().
-            self._next_t = max(self._next_t, time.monotonic() - FRAME_S / 2)
             if self._muted():
                 samples = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         else:
             samples, t_capture = np.zeros(FRAME_SAMPLES, dtype=np.int16), None
             self.silence_frames += 1
+        self._last_sent = time.monotonic()
         frame = frame_from_pcm(samples, RATE, pts=self._pts)
         self._pts += FRAME_SAMPLES
         self.frames_sent += 1

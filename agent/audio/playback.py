@@ -209,6 +209,8 @@ class AlsaPlayback:
         #: Monotonic time of the last write that carried audible sound (see frames.AUDIBLE): for
         #: measuring how fast a barge-in silences the speaker, and for wake word echo suppression.
         self.last_audible_t: float | None = None
+        #: The times of the recent audible writes, for measurements (bounded).
+        self.audible_writes: deque[float] = deque(maxlen=8192)
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -413,6 +415,7 @@ class AlsaPlayback:
                 self._audio_until = sched
                 if is_audible(chunk):
                     self.last_audible_t = t
+                    self.audible_writes.append(t)
                 self._add("audio_frames", n_audio)
                 with self._writes_lock:
                     self._writes.append((start_pos + n_audio, t))

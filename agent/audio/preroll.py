@@ -17,6 +17,8 @@ from .frames import PcmBlock
 class LiveBlocks(Protocol):
     async def get(self) -> PcmBlock: ...
 
+    def get_nowait(self) -> PcmBlock | None: ...
+
 
 class PrerollBuffer:
     """A ring of the most recent `seconds` of blocks."""
@@ -50,3 +52,8 @@ class CallAudio:
         if self._backlog:
             return self._backlog.popleft()
         return await self._live.get()
+
+    def get_nowait(self) -> PcmBlock | None:
+        if self._backlog:
+            return self._backlog.popleft()
+        return self._live.get_nowait()

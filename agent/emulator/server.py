@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from types import TracebackType
 from typing import Any
 
@@ -18,6 +19,7 @@ from websockets.typing import Subprotocol
 
 from ..voicelive.protocol import CALLS_PATH
 from .handshake import Rejection, Upgrade, check_upgrade
+from .record import write_call_record
 from .session import EmulatorCall
 from .settings import EmulatorSettings, Faults
 
@@ -60,7 +62,8 @@ class Emulator:
     @property
     def url(self) -> str:
         """`ws://HOST:PORT`: the client appends the calls path and its query."""
-        return f"ws://{self.settings.host}:{self.port}"
+        scheme = "wss" if self.settings.tls_cert else "ws"
+        return f"{scheme}://{self.settings.host}:{self.port}"
 
     @property
     def calls_url(self) -> str:
@@ -79,8 +82,16 @@ class Emulator:
             max_size=MAX_MESSAGE_BYTES,
             compression=None,
             logger=WS_LOG,
+            ssl=self._ssl_context(),
         )
         log.info("Voice Live emulator listening on %s", self.url)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.settings.tls_cert is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
+        return ctx
 
     async def stop(self) -> None:
         """Close every call, then the server."""
@@ -117,6 +128,10 @@ class Emulator:
         except Exception:  # never let websockets log a handler failure for a call the emulator ends
             log.exception("emulated call failed")
             await call.close(1011, "emulator error")
+        finally:
+            if self.settings.record_dir is not None:
+                path = write_call_record(call, self.settings.record_dir, self.calls.index(call))
+                log.info("call recorded in %s", path)
 
 
 async def serve_forever(settings: EmulatorSettings) -> None:

@@ -72,6 +72,13 @@ class EmulatorSettings:
     silence_ms: int = 500
     prefix_padding_ms: int = 300
     faults: Faults = field(default_factory=Faults)
+    #: When set, each call leaves `call-N.wav` (the audio it received, 48 kHz mono) and `call-N.json`
+    #: (its event timeline, in time.monotonic(), which is system-wide) here when it ends: so a client in
+    #: another process (a benchmark measuring its own CPU) can check what arrived and when.
+    record_dir: Path | None = None
+    #: Serve wss:// with this certificate and key (see `tls.make_test_ca`); None serves ws://.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         if self.reply_mode not in ("parrot", "file"):

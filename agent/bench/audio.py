@@ -1,0 +1,297 @@
+"""`voice-agent bench audio`: the audio path's latency, pre-roll, catch-up, barge-in and CPU, measured.
+
+One run, on this machine, with real parts: the emulator in its own process on 127.0.0.1 (so the agent's
+CPU is measured alone; it records what it received), the agent with a real ALSA capture device (the file
+plugin, fed in real time from a FIFO) and a real ALSA playback device (a WAV file). The script the
+"user" speaks:
+
+    "hey jarvis" . command (said right after the wake word) . (the parrot reply plays)
+    . a long question . (its reply starts) . "stop, stop" over the reply (barge-in) . silence
+
+The emulator answers the offer late (`answer_delay_s`, 500 ms by default), so the command piles up in
+the pre-roll while the call connects, and must still arrive whole.
+
+What it reports (milliseconds; p50 and p95 where it is a distribution):
+- uplink_ms: capture timestamp of a 20 ms frame to the moment the mic track hands it to the Opus encoder
+  and RTP sender, in steady state (after the catch-up);
+- downlink_ms: a remote audio frame leaving aiortc's receiver to the ALSA write that carried it;
+- preroll_lost_ms: command audio missing from what the emulator received;
+- catchup_s: call connected to the uplink back at real time;
+- barge_in_flush_ms: the agent's speech_started (during a reply) to the last reply sample written;
+- underruns, overruns over the whole call; cpu_pct of the agent process during the call (100 = one core).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from ..audio.fileplugin import FifoFeeder, use_file_plugin
+from ..audio.frames import is_audible
+from ..audio.resample import convert_pcm
+from ..config import Config
+from ..emulator.record import read_call_record
+from ..leds import Pattern
+from ..service import Agent
+from ..voicelive.auth import ApiKey, Secret
+from .speech import espeak, quiet
+
+GOALS = {
+    "uplink_ms_p50": ("<=", 30.0),
+    "downlink_ms_p50": ("<=", 40.0),
+    "preroll_lost_ms": ("<=", 0.0),
+    "catchup_s": ("<=", 3.0),
+    "barge_in_flush_ms": ("<=", 30.0),
+    "underruns": ("<=", 0),
+    "overruns": ("<=", 0),
+}
+
+COMMAND = "what is the weather like tomorrow in seattle"
+QUESTION = "tell me a long story about a lighthouse keeper who lived on a small island"
+STOP = "stop stop"
+
+
+@dataclasses.dataclass
+class Script:
+    audio: np.ndarray  # 16 kHz mono
+    command: np.ndarray  # the command, as spoken
+    command_at_s: float  # where the command starts in `audio`
+
+
+def build_script(call_s: float, wake_gap_s: float) -> Script:
+    """The user's side of the call, in real time. The barge-in lands 0.8 s into the question's reply
+    (the emulator replies about 0.55 s after speech ends: 500 ms of silence plus transport)."""
+    wake, command, question, stop = espeak("hey jarvis"), espeak(COMMAND), espeak(QUESTION), espeak(STOP)
+    command_reply_s = len(command) / 16000 + 0.3 + 0.6  # parrot reply (with its 300 ms prefix) and a gap
+    parts = [
+        quiet(1.5),
+        wake,
+        quiet(wake_gap_s, seed=1),
+        command,
+        quiet(0.6 + command_reply_s, seed=2),
+        question,
+        quiet(0.55 + 0.8, seed=3),
+        stop,
+    ]
+    head = np.concatenate(parts)
+    tail = quiet(max(1.0, call_s - len(head) / 16000), seed=4)
+    command_at = (len(quiet(1.5)) + len(wake) + len(quiet(wake_gap_s, seed=1))) / 16000
+    return Script(np.concatenate([head, tail]), command, command_at)
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def preroll_lost_ms(command16: np.ndarray, received48: np.ndarray, window_ms: int = 50) -> float | None:
+    """How much of the command's start never reached the emulator.
+
+    The command's second half is located in the received audio by cross-correlation; then each
+    50 ms window of the command's first half is checked at its aligned place. Loud windows that do not
+    match before the first one that does are the lost start. (Opus keeps real speech above 0.9 here.)"""
+    cmd = convert_pcm(command16, 16000, 48000).astype(np.float64)
+    half = cmd[len(cmd) // 2 :]
+    got = received48.astype(np.float64)
+    if len(got) < len(cmd):
+        return None
+    size = 1 << (len(got) + len(half)).bit_length()
+    xc = np.fft.irfft(np.fft.rfft(got, size) * np.conj(np.fft.rfft(half - half.mean(), size)), size)
+    offset = int(np.argmax(xc[: len(got) - len(half) + 1])) - len(cmd) // 2  # where the command starts
+    win = 48 * window_ms
+    threshold = 0.1 * np.sqrt(np.mean(cmd**2))
+    lost = 0.0
+    for start in range(0, len(cmd) // 2, win):
+        a = cmd[start : start + win]
+        if np.sqrt(np.mean(a**2)) < threshold:
+            continue  # a quiet stretch of the command says nothing either way
+        pos = offset + start
+        b = got[pos : pos + win] if pos >= 0 else np.zeros(0)
+        if len(b) == win and np.corrcoef(a, b)[0, 1] > 0.6:
+            return lost
+        lost = (start + win) / 48
+    return lost
+
+
+async def _start_emulator(key_file: Path, record_dir: Path, answer_delay_s: float) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "emulator",
+            "--port",
+            "0",
+            "--api-key-file",
+            str(key_file),
+            "--record-dir",
+            str(record_dir),
+            "--fault",
+            f"answer_delay_s={answer_delay_s}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = await asyncio.to_thread(proc.stdout.readline)
+        m = re.search(r"listening on (ws://127\.0\.0\.1:\d+)", line)
+        if m:
+            # keep draining its output so it never blocks on a full pipe
+            asyncio.get_running_loop().run_in_executor(None, proc.stdout.read)
+            return proc, m.group(1)
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError("the emulator did not start")
+
+
+async def run_audio_bench(call_s: float = 60.0, answer_delay_s: float = 0.5, wake_gap_s: float = 0.3) -> dict[str, Any]:
+    script = build_script(call_s, wake_gap_s)
+    with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as tmp:
+        tmpdir = Path(tmp)
+        use_file_plugin(tmpdir)
+        key = secrets.token_urlsafe(24)
+        key_file = tmpdir / "key"
+        key_file.touch(mode=0o600)
+        key_file.write_text(key)
+        record_dir = tmpdir / "calls"
+        emulator, url = await _start_emulator(key_file, record_dir, answer_delay_s)
+        try:
+            return await _measure(script, tmpdir, url, key, record_dir, call_s)
+        finally:
+            emulator.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                emulator.wait(10)
+
+
+async def _measure(script: Script, tmpdir: Path, url: str, key: str, record_dir: Path, call_s: float) -> dict[str, Any]:
+    from ..demo import demo_config
+
+    fifo = tmpdir / "mic.fifo"
+    base = demo_config(Config(), url, fifo, tmpdir / "out.wav")
+    config = dataclasses.replace(
+        base,
+        conversation=dataclasses.replace(base.conversation, followup_s=call_s),
+        voicelive=dataclasses.replace(base.voicelive, answer_timeout_s=10.0),
+        audio=dataclasses.replace(base.audio, earcons=dataclasses.replace(base.audio.earcons, wake=None, goodbye=None)),
+    )
+    uplink: list[tuple[float, float]] = []  # (time sent, capture time)
+    downlink: list[tuple[float, int]] = []  # (time received from aiortc, playout mark)
+
+    def on_uplink(t_capture: float | None, _n: int) -> None:
+        if t_capture is not None:
+            uplink.append((time.monotonic(), t_capture))
+
+    cpu_marks: dict[str, float] = {}
+
+    def on_pattern(pattern: Pattern) -> None:
+        if pattern.name == "listening" and "call_up" not in cpu_marks:  # the call is up
+            t = os.times()
+            cpu_marks["call_up"] = t.user + t.system
+
+    agent = Agent(config, ApiKey(Secret(key)), on_uplink_frame=on_uplink, on_pattern=on_pattern)
+    write_frame = agent.playback.write_frame
+
+    def timed_write(frame: av.AudioFrame) -> None:
+        if is_audible(frame.to_ndarray()):
+            downlink.append((time.monotonic(), agent.playback.mark()))
+        write_frame(frame)
+
+    agent.playback.write_frame = timed_write  # type: ignore[method-assign]
+    feeder = FifoFeeder(fifo, script.audio, rate=16000, period_frames=320, then="silence")
+    feeder.start()
+    t_feed = time.monotonic()
+    try:
+        await agent.start()
+        runner = asyncio.create_task(agent.run(max_conversations=1))
+        # the script ends, then the follow-up window would run on: hang up when the script is done
+        await asyncio.wait({runner}, timeout=len(script.audio) / 16000 + 2)
+        cpu_end = os.times()
+        t_end = time.monotonic()
+        if agent.conversation is not None:
+            await agent.conversation.hang_up("benchmark done")
+        await asyncio.wait_for(runner, 15)
+    finally:
+        await agent.stop()
+        feeder.stop()
+    result = agent.results[0]
+    call_up = result.t_trigger + (result.connect_ms or 0) / 1000
+    cpu_start = cpu_marks.get("call_up", 0.0)
+    await asyncio.sleep(0.5)  # the emulator writes its record when the call closes
+    received, timeline = read_call_record(record_dir, 0)
+
+    lat = [(sent - cap) * 1000 for sent, cap in uplink]
+    caught = next((sent for sent, cap in uplink if sent > call_up and (sent - cap) < 0.06), None)
+    steady = [(sent - cap) * 1000 for sent, cap in uplink if caught is not None and sent >= caught + 1.0]
+    down = [
+        (t_w - t_r) * 1000
+        for t_r, mark in downlink
+        if (t_w := agent.playback.first_write_after(mark)) is not None and t_w >= t_r
+    ]
+    flush_ms = _barge_in_flush_ms(result, agent)
+    # evidence that the barge-in interrupted sound: the reply was audible right before it
+    before = [t for t in agent.playback.audible_writes if result.t_barge_ins and t < result.t_barge_ins[0]]
+    playing_ms = round((result.t_barge_ins[0] - max(before)) * 1000, 1) if before else None
+    out: dict[str, Any] = {
+        "ok": bool(result.responses) and result.barge_ins == 1,
+        "uplink_ms_p50": pct(steady, 0.5),
+        "uplink_ms_p95": pct(steady, 0.95),
+        "uplink_frames": len(lat),
+        "downlink_ms_p50": pct(down, 0.5),
+        "downlink_ms_p95": pct(down, 0.95),
+        "preroll_lost_ms": preroll_lost_ms(script.command, received),
+        "catchup_s": round(caught - call_up, 2) if caught is not None else None,
+        "connect_ms": result.connect_ms,
+        "barge_in_flush_ms": flush_ms,
+        "reply_audible_until_barge_in_ms": playing_ms,
+        "underruns": agent.playback.stats.underruns,
+        "overruns": agent.capture.stats.overruns,
+        "cpu_pct": round(100 * ((cpu_end.user + cpu_end.system) - cpu_start) / max(1e-6, t_end - call_up), 1),
+        "call_s": round(t_end - call_up, 1),
+        "responses": result.responses,
+        "emulator_speech_events": len(timeline["speech_started_t"]),
+        "started_feeding_to_wake_ms": round((result.t_trigger - t_feed) * 1000, 1),
+    }
+    return out
+
+
+def _barge_in_flush_ms(result: Any, agent: Agent) -> float | None:
+    """From the agent's flush on speech_started to the last audible sample written after it, before the
+    next reply begins."""
+    if not result.t_barge_ins:
+        return None
+    t0 = result.t_barge_ins[0]
+    next_reply = [t for m in result.reply_marks if (t := agent.playback.first_write_after(m)) is not None and t > t0]
+    limit = min(next_reply) if next_reply else float("inf")
+    after = [t for t in agent.playback.audible_writes if t0 <= t < limit]
+    return round((max(after) - t0) * 1000, 1) if after else 0.0
+
+
+def summarize(out: dict[str, Any]) -> str:
+    lines = [f"{'metric':<22} {'value':>10}   goal"]
+    for key, value in out.items():
+        goal = GOALS.get(key)
+        mark = ""
+        if goal is not None and isinstance(value, int | float):
+            op, bound = goal
+            mark = f"{op} {bound}  {'ok' if value <= bound else 'MISSED'}"
+        lines.append(f"{key:<22} {value!s:>10}   {mark}")
+    return "\n".join(lines)
