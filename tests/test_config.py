@@ -179,3 +179,60 @@ def test_secret_never_shows(caplog: pytest.LogCaptureFixture) -> None:
 
     with pytest.raises(TypeError):
         pickle.dumps(secret)
+
+
+def _leaves(cls: type, prefix: str = "") -> list[tuple[str, object, dict]]:
+    """(key path, type, field metadata) of every leaf setting in the schema."""
+    import dataclasses
+    import typing
+
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        path = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            out += _leaves(tp, path + ".")
+        else:
+            out.append((path, tp, dict(f.metadata)))
+    return out
+
+
+def _nest(path: str, value: object) -> dict:
+    data: dict = {}
+    node = data
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node[key] = {}
+        node = node[key]
+    node[leaf] = value
+    return data
+
+
+WRONG_TYPE = {str: 12345, int: "a string", float: "a string", bool: "yes", Path: 42}
+
+
+@pytest.mark.parametrize(("path", "tp", "meta"), _leaves(Config), ids=[p for p, _, _ in _leaves(Config)])
+def test_every_setting_rejects_a_wrong_type_by_name(path: str, tp: object, meta: dict) -> None:
+    """Each leaf setting, given a value of the wrong type (or out of its range), is refused with a
+    message that starts with its own key path."""
+    import typing
+
+    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    base = args[0] if typing.get_origin(tp) is not typing.Literal else tp
+    if typing.get_origin(base) is tuple:
+        bad: object = "not a list"
+    elif typing.get_origin(base) is dict:
+        bad = ["not", "a", "mapping"]
+    elif typing.get_origin(tp) is typing.Literal:
+        bad = "no-such-choice"
+    else:
+        bad = WRONG_TYPE.get(base, object())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(_nest(path, bad))
+    assert str(info.value).startswith(path), (path, str(info.value))
+    _lo, hi = meta.get("range", (None, None))
+    if hi is not None:
+        with pytest.raises(ConfigError, match=r"out of range: allowed") as info:
+            config_from_dict(_nest(path, hi + 1000))
+        assert str(info.value).startswith(path)
