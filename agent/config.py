@@ -157,6 +157,10 @@ class WakeConfig:
     models_dir: Path | None = None
     inference_framework: Literal["onnx", "tflite"] = "onnx"
     models: tuple[WakeModelConfig, ...] = (WakeModelConfig(),)
+    vad_threshold: float = _f(0.0, 0.0, 1.0)
+    speex_noise_suppression: bool = False
+    suppress_while_speaking: bool = True
+    speaking_threshold: float = _f(0.9, 0.0, 1.0)
 
     def resolved_models_dir(self) -> Path:
         """The models folder: as configured, or where install.sh puts the models, beside the venv."""
@@ -173,9 +177,15 @@ class ButtonConfig:
 
 @dataclass(frozen=True)
 class LedConfig:
-    driver: Literal["none", "led", "pwmled", "rgbled"] = "none"
+    driver: Literal["none", "led", "pwmled", "rgbled", "apa102"] = "none"
     pins: tuple[int, ...] = ()
     active_high: bool = True
+    brightness: float = _f(1.0, 0.0, 1.0)
+    count: int = _f(3, 1, 256)
+    spi_bus: int = _f(0, 0, 1)
+    spi_device: int = _f(1, 0, 2)
+    power_pin: int | None = None
+    power_active_high: bool = True
 
 
 @dataclass(frozen=True)
@@ -365,16 +375,41 @@ def _validate(config: Config) -> Config:
         raise ConfigError("audio.capture.channel", f"{cap.channel} is out of range: allowed 0 to {cap.channels - 1}")
     if not config.wake.models:
         raise ConfigError("wake.models", "name at least one wake word model")
+    seen: set[str] = set()
+    for i, model in enumerate(config.wake.models):
+        if model.name in seen:
+            raise ConfigError(f"wake.models[{i}].name", f"{model.name!r} is listed twice")
+        seen.add(model.name)
     for i, server in enumerate(config.network.ice_servers):
         if not server.urls:
             raise ConfigError(f"network.ice_servers[{i}].urls", "give at least one stun: or turn: URL")
-    leds = config.gpio.leds
-    wanted = {"none": 0, "led": 1, "pwmled": 1, "rgbled": 3}[leds.driver]
-    if len(leds.pins) != wanted:
-        raise ConfigError("gpio.leds.pins", f"driver {leds.driver} takes {wanted} pin(s), got {len(leds.pins)}")
+    _validate_gpio(config.gpio)
     if config.conversation.backoff_initial_s > config.conversation.backoff_max_s:
         raise ConfigError("conversation.backoff_initial_s", "must not exceed conversation.backoff_max_s")
     return config
+
+
+def _validate_gpio(gpio: GpioConfig) -> None:
+    """Pin counts per LED driver, and no BCM pin used twice (gpiozero would refuse at start-up with a
+    less helpful message)."""
+    leds = gpio.leds
+    wanted = {"none": 0, "led": 1, "pwmled": 1, "rgbled": 3, "apa102": 0}[leds.driver]
+    if len(leds.pins) != wanted:
+        if leds.driver == "apa102":
+            raise ConfigError("gpio.leds.pins", "driver apa102 uses SPI (spi_bus, spi_device): leave pins empty")
+        raise ConfigError("gpio.leds.pins", f"driver {leds.driver} takes {wanted} pin(s), got {len(leds.pins)}")
+    used: dict[int, str] = {}
+    named = [("gpio.leds.pins", p) for p in leds.pins]
+    if leds.driver != "none" and leds.power_pin is not None:
+        named.append(("gpio.leds.power_pin", leds.power_pin))
+    if gpio.button.pin is not None:
+        named.append(("gpio.button.pin", gpio.button.pin))
+    for path, pin in named:
+        if not 0 <= pin <= 27:
+            raise ConfigError(path, f"{pin} is not a BCM GPIO number: allowed 0 to 27")
+        if pin in used:
+            raise ConfigError(path, f"GPIO{pin} is already used by {used[pin]}")
+        used[pin] = path
 
 
 def config_from_dict(data: Any, base_dir: Path | None = None) -> Config:
