@@ -160,7 +160,7 @@ install_dev() {
     apt_install $DEV_APT_PACKAGES
     check_python
     make_venv "$venv"
-    (cd "$SCRIPT_DIR" && pip_install "$venv" ".[test]" "$SCRIPT_DIR/pyproject.toml")
+    (cd "$SCRIPT_DIR" && pip_install "$venv" ".[test,tflite,speex]" "$SCRIPT_DIR/pyproject.toml")
     fetch_models "$venv/bin/python" "$venv/share/voice-agent/models"
     say "ready: $venv/bin/voice-agent demo   |   $venv/bin/pytest"
 }
