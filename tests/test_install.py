@@ -305,3 +305,33 @@ def test_dry_run_and_help(installed: tuple[Path, Run], wheel: Path) -> None:
     for fragment in ("Exit codes: 0 done; 2 bad usage", "3 missing prerequisites", "4 a download", "5 the service",
                      "--api-key-file FILE", "--root DIR", "--uninstall", "--purge", "--dev"):  # fmt: skip
         assert fragment in usage.out, fragment
+
+
+PROFILES = sorted((REPO / "hardware").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=[p.stem for p in PROFILES])
+def test_hardware_profile_is_complete_and_valid(path: Path) -> None:
+    """Each board: named after its file, citing public sources, overlay lines and wiring notes, and a
+    config fragment the agent accepts (with LEDs off where this agent version lacks the LED driver)."""
+    import typing
+
+    from agent.config import LedConfig, config_from_dict
+
+    profile = yaml.safe_load(path.read_text())
+    assert profile["name"] == path.stem
+    assert profile["sources"] and all(s.startswith("https://") for s in profile["sources"])
+    assert isinstance(profile["boot_config"], list) and len(profile["wiring"]) > 100
+    assert all(line.startswith(("dtparam=", "dtoverlay=")) for line in profile["boot_config"])
+    fragment = profile["config"]
+    drivers = typing.get_args(typing.get_type_hints(LedConfig)["driver"])
+    if fragment["gpio"]["leds"]["driver"] not in drivers:  # the same fallback install.sh makes
+        fragment = {**fragment, "gpio": {**fragment["gpio"], "leds": {"driver": "none", "pins": []}}}
+    config = config_from_dict(fragment)
+    assert config.audio.capture.device.startswith("plughw:CARD=")
+    assert config.audio.playback.device.startswith("plughw:CARD=")
+
+
+def test_the_five_boards_are_there() -> None:
+    assert {p.stem for p in PROFILES} >= {"respeaker-2mic-v1", "respeaker-2mic-v2", "respeaker-4mic-array",
+                                          "adafruit-voice-bonnet", "usb-breadboard"}  # fmt: skip
