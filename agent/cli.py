@@ -5,6 +5,8 @@
     voice-agent emulator [--port N] ...                 a local Voice Live emulator on 127.0.0.1
     voice-agent check [--json] [--button S]             what is wrong on this device: a pass/fail table
     voice-agent devices [--json]                        ALSA devices and the rates and channels they take
+    voice-agent detect [--json] [--sweep] FILE...       the wake word path on WAV files; threshold tuning
+    voice-agent bench wake [--json]                     wake word CPU, latency and memory on this machine
 
 Configuration errors exit with 78 (EX_CONFIG) and name the key, so systemd does not restart in a loop.
 """
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING
 from .errors import EXIT_CONFIG, ConfigError
 
 if TYPE_CHECKING:
+    from .config import Config
     from .emulator.settings import Faults
 
 log = logging.getLogger("agent")
@@ -93,10 +96,53 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         reply_mode=args.reply,
         reply_wav=Path(args.reply_wav) if args.reply_wav else None,
         faults=faults,
+        record_dir=Path(args.record_dir) if args.record_dir else None,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(settings))
     return 0
+
+
+def _load_config_arg(path: str | None) -> Config:
+    from .config import default_config_path, load_config
+
+    return load_config(Path(path) if path else default_config_path(os.environ))
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from .detect import run_detect, wake_config_for
+
+    _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
+    config = _load_config_arg(args.config)
+    wake = wake_config_for(config, args.model, args.threshold, args.inference_framework)
+    config = dataclasses.replace(config, wake=wake)
+    return run_detect(
+        config,
+        [Path(f) for f in args.files],
+        [Path(f) for f in args.negative],
+        as_json=args.json,
+        do_sweep=args.sweep,
+        thresholds=args.thresholds,
+        channel=args.channel,
+    )
+
+
+def _cmd_bench_wake(args: argparse.Namespace) -> int:
+    from .bench.wake import run_wake_bench
+
+    _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
+    config = _load_config_arg(args.config)
+    return run_wake_bench(config.wake, as_json=args.json, repeats=args.repeats, audio_s=args.seconds, paced=args.paced)
+
+
+def _thresholds(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+    if not values or not all(0 < v <= 1 for v in values):
+        raise argparse.ArgumentTypeError("thresholds must lie in (0, 1]")
+    return values
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -170,9 +216,61 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--write-key-file", default="emulator-api-key", help="where a generated key is written")
     emu.add_argument("--reply", choices=["parrot", "file"], default="parrot")
     emu.add_argument("--reply-wav", help="the WAV for --reply file")
+    emu.add_argument("--record-dir", help="write each call's received audio and event timeline here")
     emu.add_argument("--fault", action="append", default=[], metavar="NAME[=VALUE]", help="inject a fault")
     emu.add_argument("-v", "--verbose", action="store_true")
     emu.set_defaults(func=_cmd_emulator)
+
+    det = sub.add_parser(
+        "detect",
+        help="run the wake word path on WAV files",
+        description="Run the service's wake word path (capture-sized blocks, resampling, openWakeWord, "
+        "threshold, trigger level, refractory period) on WAV files of any rate, mono or stereo. Times are "
+        "seconds from the start of the file; t is the end of the 80 ms frame that fired.",
+        epilog="Tuning a threshold: record the wake word a few times in your room (FILE...), and some "
+        "ordinary talk, TV or music without it (--negative FILE...), then run with --sweep. Files named "
+        "as FILE count as containing the wake word (a hit if detected at least once, a miss if not); every "
+        "detection in a --negative file counts as a false wake. Exit code 2 if a file could not be read.",
+    )
+    det.add_argument("files", nargs="*", metavar="FILE", help="WAV files that contain the wake word")
+    det.add_argument("--negative", nargs="+", action="extend", default=[], metavar="FILE",
+                     help="WAV files that must not wake the device (for --sweep)")
+    det.add_argument("--json", action="store_true",
+                     help='JSON Lines, one object per file: {"file", "detections": [{"model", "t", "score", '
+                     '"t_phrase_end"}]}; with --sweep one JSON object')
+    det.add_argument("--sweep", action="store_true", help="hits, misses and false wakes per threshold")
+    det.add_argument("--thresholds", type=_thresholds, default=[round(0.1 * i, 1) for i in range(1, 10)],
+                     metavar="T,T,...", help="thresholds for --sweep (default 0.1,0.2,...,0.9)")
+    det.add_argument("--config", help="take wake.* and audio.capture.period_ms from this YAML file")
+    det.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
+                     help="use this model instead of wake.models (repeatable)")
+    det.add_argument("--threshold", type=float, help="override every model's threshold")
+    det.add_argument("--inference-framework", choices=["onnx", "tflite"], help="override wake.inference_framework")
+    det.add_argument("--channel", type=int, help="use this channel (0-based) of a multi-channel file; default: average")
+    det.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    det.set_defaults(func=_cmd_detect)
+
+    bench = sub.add_parser("bench", help="benchmarks: numbers for this machine")
+    benches = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
+    bwake = benches.add_parser(
+        "wake",
+        help="CPU of the listening path vs openWakeWord alone, detection latency, memory",
+        description="Feeds the same speech (espeak-ng wake phrases, other sentences, room noise) through "
+        "(a) the whole listening path: a real ALSA capture device (alsa-lib's file plugin) at 48 kHz, "
+        "resampling to 16 kHz and the wake word detector; and (b) openWakeWord's Model.predict alone on the "
+        "same 16 kHz audio. Prints CPU seconds per audio second of both (medians of --repeats runs), their "
+        "ratio, the detection latency after the end of the wake phrase, and the resident memory while "
+        "listening. Needs espeak-ng.",
+    )
+    bwake.add_argument("--json", action="store_true", help="print one JSON object")
+    bwake.add_argument("--repeats", type=int, default=5, help="runs of each measurement (default 5)")
+    bwake.add_argument("--seconds", type=float, default=60.0, help="seconds of audio per run (default 60)")
+    bwake.add_argument("--paced", action="store_true",
+                       help="read the capture at real time, counting the wake-ups a live device causes (each run "
+                       "then takes --seconds)")
+    bwake.add_argument("--config", help="take wake.* from this YAML file")
+    bwake.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    bwake.set_defaults(func=_cmd_bench_wake)
     check = sub.add_parser("check", help="check config, audio, LEDs, network, credentials and models: pass/fail")
     check.add_argument("--config", help="YAML file (default: $VOICE_AGENT_CONFIG or /etc/voice-agent/config.yaml)")
     check.add_argument("--json", action="store_true", help="one JSON object instead of the table")
