@@ -107,7 +107,8 @@ def best_correlation(sent: np.ndarray, got: np.ndarray) -> float:
     n = len(a) + len(b)
     size = 1 << (n - 1).bit_length()
     xc = np.fft.irfft(np.fft.rfft(b, size) * np.conj(np.fft.rfft(a, size)), size)[: len(b) - len(a) + 1]
-    energy = np.convolve(b**2, np.ones(len(a)), mode="valid")
+    csum = np.concatenate(([0.0], np.cumsum(b**2)))
+    energy = np.maximum(csum[len(a) :] - csum[: len(b) - len(a) + 1], 0.0)  # sliding window, O(n)
     norm = np.sqrt(energy * np.sum(a**2)) + 1e-9
     return float(np.max(xc[: len(norm)] / norm[: len(xc)]))
 
