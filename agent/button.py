@@ -10,18 +10,22 @@ thread has fired counts as the hold (not a press, and not nothing).
 
 gpiozero calls back from its own threads (the pin's edge thread, its hold thread), so the callbacks
 are handed over with `loop.call_soon_threadsafe`: they run on the event loop, where the conversation
-lives, and never block a GPIO thread. Debouncing is gpiozero's `bounce_time` (lgpio filters the
-edges in its own thread: a level must be stable that long); on top, a press shorter than `bounce_s`
-is dropped as a glitch, for pin factories that pass such glitches on.
+lives, and never block a GPIO thread. A callback may be a coroutine function (`Agent.press`): its
+coroutine then runs as a task, and an exception in it is logged, not lost.
+
+Debouncing is gpiozero's `bounce_time` (lgpio filters the edges in its own thread: a level must be
+stable that long); on top, a press shorter than `bounce_s` is dropped as a glitch, for pin factories
+that pass such glitches on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from .config import ButtonConfig
@@ -40,8 +44,8 @@ class Button:
         cfg: ButtonConfig,
         loop: asyncio.AbstractEventLoop,
         *,
-        on_press: Callable[[], None] | None = None,
-        on_hold: Callable[[], None] | None = None,
+        on_press: Callable[[], object | Awaitable[object]] | None = None,
+        on_hold: Callable[[], object | Awaitable[object]] | None = None,
     ) -> None:
         if cfg.pin is None:
             raise ValueError("gpio.button.pin is not set")
@@ -49,7 +53,8 @@ class Button:
 
         self.cfg = cfg
         self._loop = loop
-        self._handlers: dict[Gesture, Callable[[], None] | None] = {"press": on_press, "hold": on_hold}
+        self._handlers: dict[Gesture, Callable[[], object] | None] = {"press": on_press, "hold": on_hold}
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._lock = threading.Lock()
         self._down_at: float | None = None  # monotonic time of the press in progress
         self._hold_sent = False
@@ -117,8 +122,18 @@ class Button:
         self.gestures.append(gesture)
         log.info("button: %s", gesture)
         handler = self._handlers[gesture]
-        if handler is not None:
-            handler()
+        if handler is None:
+            return
+        result = handler()
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("button gesture handler failed", exc_info=task.exception())
 
     def close(self) -> None:
         self._device.close()

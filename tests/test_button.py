@@ -181,3 +181,25 @@ def test_hold_thread_is_gone_after_close(factory: MockFactory) -> None:
         assert threading.active_count() == before
     finally:
         loop.close()
+
+
+async def test_coroutine_handlers_run_as_tasks(factory: MockFactory, caplog: pytest.LogCaptureFixture) -> None:
+    done = asyncio.Event()
+
+    async def press() -> str:
+        await asyncio.sleep(0)
+        done.set()
+        return "start"
+
+    async def hold() -> None:
+        raise RuntimeError("boom")
+
+    btn = Button(ButtonConfig(pin=PIN, hold_s=HOLD_S), asyncio.get_running_loop(), on_press=press, on_hold=hold)
+    try:
+        await press_for(factory, 0.08)
+        await asyncio.wait_for(done.wait(), 1.0)
+        await press_for(factory, HOLD_S + 0.15)
+        await settle()
+        assert "button gesture handler failed" in caplog.text and "boom" in caplog.text
+    finally:
+        btn.close()
