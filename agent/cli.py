@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
         "threshold, trigger level, refractory period) on WAV files of any rate, mono or stereo. Times are "
         "seconds from the start of the file; t is the end of the 80 ms frame that fired.",
         epilog="Tuning a threshold: record the wake word a few times in your room (FILE...), and some "
-        "ordinary talk, TV or music without it (--negative FILE...), then run with --sweep. Files named "
+        "ordinary talk, TV or music without it (--negative FILE..., last on the line: it takes every file "
+        "after it), then run with --sweep. Files named "
         "as FILE count as containing the wake word (a hit if detected at least once, a miss if not); every "
         "detection in a --negative file counts as a false wake. Exit code 2 if a file could not be read.",
     )
