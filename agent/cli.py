@@ -7,6 +7,7 @@
     voice-agent devices [--json]                        ALSA devices and the rates and channels they take
     voice-agent detect [--json] [--sweep] FILE...       the wake word path on WAV files; threshold tuning
     voice-agent bench wake [--json]                     wake word CPU, latency and memory on this machine
+    voice-agent bench audio [--json]                    audio path latency, pre-roll, barge-in, CPU in a call
 
 Configuration errors exit with 78 (EX_CONFIG) and name the key, so systemd does not restart in a loop.
 """
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import secrets
@@ -133,6 +135,15 @@ def _cmd_bench_wake(args: argparse.Namespace) -> int:
     _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
     config = _load_config_arg(args.config)
     return run_wake_bench(config.wake, as_json=args.json, repeats=args.repeats, audio_s=args.seconds, paced=args.paced)
+
+
+def _cmd_bench_audio(args: argparse.Namespace) -> int:
+    from .bench.audio import run_audio_bench, summarize
+
+    _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
+    out = asyncio.run(run_audio_bench(call_s=args.seconds, answer_delay_s=args.answer_delay))
+    print(json.dumps(out) if args.json else summarize(out))
+    return 0 if out["ok"] else 1
 
 
 def _thresholds(text: str) -> list[float]:
@@ -272,6 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     bwake.add_argument("--config", help="take wake.* from this YAML file")
     bwake.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     bwake.set_defaults(func=_cmd_bench_wake)
+    baudio = benches.add_parser(
+        "audio",
+        help="uplink and downlink latency, pre-roll loss, catch-up, barge-in, underruns, CPU in a call",
+        description="One call against the emulator (in its own process, on 127.0.0.1) with a real ALSA "
+        "capture device fed in real time and a real ALSA playback device: the wake word, a command said right "
+        "after it while the emulator answers 500 ms late, a long question, and a barge-in over its reply. "
+        "Needs espeak-ng.",
+    )
+    baudio.add_argument("--json", action="store_true", help="print one JSON object")
+    baudio.add_argument("--seconds", type=float, default=60.0, help="length of the call (default 60)")
+    baudio.add_argument("--answer-delay", type=float, default=0.5, help="the emulator's answer delay (s)")
+    baudio.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    baudio.set_defaults(func=_cmd_bench_audio)
     check = sub.add_parser("check", help="check config, audio, LEDs, network, credentials and models: pass/fail")
     check.add_argument("--config", help="YAML file (default: $VOICE_AGENT_CONFIG or /etc/voice-agent/config.yaml)")
     check.add_argument("--json", action="store_true", help="one JSON object instead of the table")
