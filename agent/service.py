@@ -23,6 +23,7 @@ from .audio.capture import AlsaCapture
 from .audio.earcons import Earcons
 from .audio.playback import AlsaPlayback
 from .audio.preroll import CallAudio, PrerollBuffer
+from .button import Button
 from .config import Config, SystemdEnv
 from .conversation import Conversation, ConversationResult
 from .leds import Leds, Pattern, State, leds_for
@@ -30,7 +31,7 @@ from .sdnotify import Notifier, ProgressCheck, feed_watchdog
 from .voicelive.auth import Credentials
 from .voicelive.call import CallOptions
 from .voicelive.control import Target
-from .wakeword import WakeWordDetector
+from .wakeword import PHRASE_END_MARGIN_S, WakeWordDetector
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +39,24 @@ log = logging.getLogger(__name__)
 #: earcons must not wake it.
 ECHO_GUARD_S = 0.3
 
-#: Wake phrases are about a second long; with `send_wake_word` the call audio starts this much before
-#: the end of the detection.
+#: A pause after the wake word is one that begins at most this long after the estimated end of the
+#: phrase (the estimate's error is mostly within ±0.25 s); later pauses are the command's own.
+PAUSE_AFTER_PHRASE_S = 0.2
+
+#: Wake phrases are about a second long; with `audio.send_wake_word` the call audio starts this much
+#: before the estimated end of the phrase.
 WAKE_PHRASE_S = 1.5
 
 
 @dataclass(frozen=True)
 class Trigger:
+    """What starts a conversation. `t_audio` is the capture time the call's audio starts from: just
+    before the estimated end of the wake phrase (or its start, with `audio.send_wake_word`), or the
+    moment of the button press. `t_detected` is when the trigger happened, for timing the connection."""
+
     source: str  # "wake:<model>" or "button"
-    t_end: float  # capture time the call audio starts from (end of the wake word, or the press)
+    t_audio: float
+    t_detected: float
     score: float | None = None
 
 
@@ -125,6 +135,7 @@ class Agent:
         self.results: list[ConversationResult] = []
         self.detections: list[tuple[str, float, float]] = []  # (model, score, capture time)
         self.conversation: Conversation | None = None
+        self.button: Button | None = None
         self._on_uplink_frame = on_uplink_frame
         self._triggers: asyncio.Queue[Trigger] = asyncio.Queue(maxsize=1)
         self._tasks: list[asyncio.Task[None]] = []
@@ -146,7 +157,7 @@ class Agent:
         error = self.error_kind or self.blocked
         if error is None and self.state is State.IDLE and self.capture.state == "error":
             error = "audio"
-        self.leds.show(leds_for(self.state, muted=self.muted, error=error))  # type: ignore[arg-type]
+        self.leds.show(leds_for(self.state, muted=self.muted, error=error))
 
     # ------------------------------------------------------------------------------------------
     # Life cycle
@@ -157,6 +168,10 @@ class Agent:
         self.detector = await asyncio.to_thread(WakeWordDetector, self.config.wake)
         await self.playback.start()
         await self.capture.start()
+        if self.config.gpio.button.pin is not None:
+            self.button = Button(
+                self.config.gpio.button, asyncio.get_running_loop(), on_press=self.press, on_hold=self.hold
+            )
         self._tasks = [
             asyncio.create_task(self._listen(), name="listener"),
             asyncio.create_task(self._watch_devices(), name="device watch"),
@@ -172,6 +187,8 @@ class Agent:
         await self.playback.stop()
         if self.detector is not None:
             self.detector.close()
+        if self.button is not None:
+            self.button.close()
         self.leds.close()
 
     async def _listen(self) -> None:
@@ -182,13 +199,19 @@ class Agent:
             self.preroll.add(block)
             if self.state is not State.IDLE or self.muted or self.blocked:
                 continue
-            # The device's own sounds (an earcon, the end of a reply) must not wake it.
+            # The device's own sounds (an earcon, the end of a reply) must not wake it: while they play
+            # the detector applies wake.suppress_while_speaking / wake.speaking_threshold.
             audible = self.playback.last_audible_t
-            detector.suppressed = audible is not None and block.t_end - audible < ECHO_GUARD_S
+            detector.assistant_speaking = audible is not None and block.t_end - audible < ECHO_GUARD_S
             for det in await detector.process_async(block):
                 log.info("wake word %s (score %.2f)", det.model, det.score)
                 self.detections.append((det.model, det.score, det.t_end))
-                self.trigger(Trigger(f"wake:{det.model}", det.t_end, det.score))
+                # the call's audio starts just before the estimated end of the wake phrase: at worst the
+                # service hears the wake word's last syllable, never a clipped command
+                start = det.t_phrase_end - PHRASE_END_MARGIN_S
+                if self.config.audio.send_wake_word:
+                    start -= WAKE_PHRASE_S
+                self.trigger(Trigger(f"wake:{det.model}", start, det.t_end, det.score))
 
     async def _watch_devices(self) -> None:
         """Show a lost microphone on the LEDs (capture reopens it by itself)."""
@@ -223,7 +246,8 @@ class Agent:
             if self.blocked:
                 return f"ignored ({self.blocked} error: hold the button to retry)"
             # From the press on: audio since the press reaches the service.
-            return "start" if self.trigger(Trigger("button", time.monotonic())) else "ignored"
+            now = time.monotonic()
+            return "start" if self.trigger(Trigger("button", now, now)) else "ignored"
         if conv is not None and self.state is State.SPEAKING:
             return "stop reply" if await conv.stop_reply("button") else "ignored"
         if conv is not None and self.state in (State.CONNECTING, State.LISTENING, State.USER_SPEAKING, State.THINKING):
@@ -271,12 +295,15 @@ class Agent:
 
     async def _converse(self, trigger: Trigger) -> ConversationResult:
         cfg = self.config
-        t_from = trigger.t_end - (WAKE_PHRASE_S if cfg.audio.send_wake_word and trigger.score is not None else 0.0)
+        t_from = trigger.t_audio
         period = cfg.audio.capture.period_ms / 1000
         # Snapshot and subscription in one loop step: no block can fall between them.
         backlog = self.preroll.since(t_from)
         live = self.capture.hub.subscribe("call", max_blocks=int((cfg.audio.preroll_s + 10) / period))
-        audio = CallAudio(backlog, live)
+        wake = trigger.score is not None and not cfg.audio.send_wake_word
+        # a pause counts if it begins within PAUSE_AFTER_PHRASE_S of the estimated phrase end
+        pause_before = trigger.t_audio + PHRASE_END_MARGIN_S + PAUSE_AFTER_PHRASE_S if wake else None
+        audio = CallAudio(backlog, live, pause_before=pause_before)
         self.conversation = Conversation(
             target_for(cfg),
             self.credentials,
@@ -288,7 +315,7 @@ class Agent:
             muted=lambda: self.muted,
         )
         try:
-            result = await self.conversation.run(trigger.source, trigger.t_end, audio, audio.preroll_s)
+            result = await self.conversation.run(trigger.source, trigger.t_detected, audio, audio.preroll_s)
         finally:
             self.capture.hub.unsubscribe(live)
             self.conversation = None

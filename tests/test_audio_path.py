@@ -34,10 +34,12 @@ def emulator(**faults: object) -> Emulator:
 
 
 async def test_command_after_the_wake_word_arrives_whole_despite_a_slow_connect(tmp_path: Path) -> None:
-    """The command follows the wake word after 0.3 s (the shortest pause the stock model still
-    detects reliably) and the service answers the offer 500 ms late: all of it must still arrive."""
+    """The command follows the wake word with no pause at all ("hey jarvis" and the command
+    synthesized apart and joined end to end), and the service answers the offer 500 ms late: all of
+    the command must still arrive. (The stock model misses some voices' run-on phrases altogether:
+    that is the model; when it does fire, the audio path must lose nothing.)"""
     command = espeak(COMMAND)
-    audio = np.concatenate([quiet(1.0), espeak("hey jarvis"), quiet(0.3, seed=1), command, quiet(3.0, seed=2)])
+    audio = np.concatenate([quiet(1.0), espeak("hey jarvis"), command, quiet(3.0, seed=2)])
     uplink: list[tuple[float, float]] = []
     async with emulator(answer_delay_s=0.5) as emu:
         config = agent_config(tmp_path, emu, followup_s=1.0)

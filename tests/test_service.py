@@ -56,7 +56,7 @@ async def test_refused_key_shows_auth_error_then_idle(tmp_path: Path, caplog: py
         # back to idle, but blocked: the auth pattern stays and wake words are ignored ...
         assert agent.state is State.IDLE and agent.blocked == "auth"
         assert agent.leds.history[-1] == "auth_error"
-        assert not agent.trigger(Trigger("wake:hey_jarvis", 0.0, 0.9))
+        assert not agent.trigger(Trigger("wake:hey_jarvis", 0.0, 0.0, 0.9))
         # ... until the button is held (or the configuration reloaded)
         assert agent.hold() == "retry"
         assert agent.blocked is None and agent.leds.history[-1] == "idle"

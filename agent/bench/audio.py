@@ -163,7 +163,7 @@ async def _start_emulator(key_file: Path, record_dir: Path, answer_delay_s: floa
     raise RuntimeError("the emulator did not start")
 
 
-async def run_audio_bench(call_s: float = 60.0, answer_delay_s: float = 0.5, wake_gap_s: float = 0.3) -> dict[str, Any]:
+async def run_audio_bench(call_s: float = 60.0, answer_delay_s: float = 0.5, wake_gap_s: float = 0.0) -> dict[str, Any]:
     script = build_script(call_s, wake_gap_s)
     with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as tmp:
         tmpdir = Path(tmp)
