@@ -20,6 +20,7 @@ import logging
 import math
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -315,6 +316,26 @@ def check_wake_word(config: Config) -> Row:
 # --------------------------------------------------------------------------------------------------
 
 
+async def in_daemon_thread(name: str, limit_s: float, fn: Callable[..., Row], *args: object) -> Row:
+    """`fn` in a daemon thread, given up after `limit_s`: an ALSA read on a stalled device never returns,
+    and the check must still finish (the thread is left behind and ends with the process)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Row] = loop.create_future()
+
+    def run() -> None:
+        try:
+            row = fn(*args)
+        except Exception as exc:  # a bug or an odd device: a failed row, never a traceback
+            row = Row(name, "fail", f"{type(exc).__name__}: {exc}")
+        loop.call_soon_threadsafe(lambda: done.done() or done.set_result(row))
+
+    threading.Thread(target=run, name=f"check-{name}", daemon=True).start()
+    try:
+        return await asyncio.wait_for(asyncio.shield(done), limit_s)
+    except TimeoutError:
+        return Row(name, "fail", f"no answer from the device within {limit_s:.0f} s (stalled? unplugged?)")
+
+
 async def _timed(report: Report, make: Callable[[], Awaitable[Row | list[Row]]]) -> None:
     t = time.monotonic()
     result = await make()
@@ -344,9 +365,10 @@ async def run_check(config_path: Path | None, env: Mapping[str, str], options: C
     async def in_thread(fn: Callable[..., Row], *args: object) -> Row:
         return await asyncio.to_thread(fn, *args)
 
-    await _timed(report, lambda: in_thread(check_capture, config, options.capture_s))
+    audio_limit = options.capture_s + options.timeout_s
+    await _timed(report, lambda: in_daemon_thread("capture", audio_limit, check_capture, config, options.capture_s))
     if options.tone:
-        await _timed(report, lambda: in_thread(check_playback, config))
+        await _timed(report, lambda: in_daemon_thread("playback", audio_limit, check_playback, config))
     else:
         report.rows.append(Row("playback", "skip", "--no-tone"))
     if options.leds:

@@ -130,3 +130,25 @@ async def test_devices_lists_what_a_device_accepts() -> None:
     capture = found[("capture", "null")]
     assert {16000, 48000} <= set(capture["rates"]) and 1 in capture["channels"] and capture["error"] is None
     assert ("playback", "null") in found
+
+
+async def test_a_stalled_microphone_fails_its_row_and_the_check_still_ends(tmp_path: Path) -> None:
+    """A device that stops delivering (a FIFO held open with nothing written) blocks ALSA's read forever:
+    the row fails after its limit and the command still finishes."""
+    use_file_plugin(tmp_path)
+    config = write_config(tmp_path, "ws://127.0.0.1:9", KEY, "stall")
+    feeder = FifoFeeder(tmp_path / "stall.fifo", np.zeros(3200, np.int16), rate=16000, period_frames=320,
+                        then="hold").start()  # fmt: skip
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            VOICE_AGENT, "check", "--json", "--no-tone", "--no-leds", "--timeout", "2", "--config", str(config),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        feeder.stop()
+    checks = rows(json.loads(out.decode().strip().splitlines()[-1]))
+    assert proc.returncode == 1
+    assert checks["capture"]["status"] == "fail"
+    assert "no answer from the device within 5 s" in checks["capture"]["detail"]
+    assert checks["auth"]["status"] == "fail"  # nothing listens on port 9
