@@ -32,6 +32,7 @@ from .errors import EXIT_CONFIG, ConfigError
 if TYPE_CHECKING:
     from .config import Config
     from .emulator.settings import Faults
+    from .voicelive.auth import Credentials
 
 log = logging.getLogger("agent")
 
@@ -61,7 +62,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"configuration OK: {path or 'built-in defaults'} (credentials: {credentials.describe()})")
         return 0
     _setup_logging(config.logging.level)
-    return asyncio.run(run_service(config, credentials, systemd_env(os.environ)))
+
+    def reloader() -> tuple[Config, Credentials]:
+        new = load_config(path)
+        if not new.voicelive.endpoint:
+            raise ConfigError("voicelive.endpoint", "required: wss://<resource>.services.ai.azure.com")
+        return new, load_credentials(new.voicelive.auth, os.environ)
+
+    return asyncio.run(run_service(config, credentials, systemd_env(os.environ), reloader))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

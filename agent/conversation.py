@@ -209,7 +209,10 @@ class Conversation:
         while True:
             deadline = min(max_end, followup_end) if followup_end is not None else max_end
             try:
-                event = await asyncio.wait_for(events.__anext__(), max(0.0, deadline - time.monotonic()))
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+                # arrives as the event does, and a SIGTERM would then not stop the conversation
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    event = await events.__anext__()
             except TimeoutError:
                 if time.monotonic() >= max_end:
                     result.end_reason = "maximum call length reached"

@@ -10,7 +10,6 @@ agent resets the detector and goes back to idle.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from .audio.preroll import CallAudio, PrerollBuffer
 from .button import Button
 from .config import Config, SystemdEnv
 from .conversation import Conversation, ConversationResult
+from .errors import ConfigError
 from .leds import Leds, Pattern, State, leds_for
 from .sdnotify import Notifier, ProgressCheck, feed_watchdog
 from .voicelive.auth import Credentials
@@ -349,8 +349,51 @@ class Agent:
         await asyncio.sleep(self._backoff.next_delay())
 
 
-async def run_service(config: Config, credentials: Credentials, sd: SystemdEnv | None = None) -> int:
-    """Run until SIGTERM or SIGINT; hang up cleanly on the way out.
+Reloader = Callable[[], tuple[Config, Credentials]]
+
+
+async def cancel(task: asyncio.Task[object], bound_s: float = 1.5) -> None:
+    """Cancel `task` and wait for it, repeating the cancellation: a cancellation can be lost inside a
+    library's own waits (asyncio.wait_for on 3.11 swallows one that races a result), and a SIGTERM
+    must stop the service all the same. Gives up after `bound_s`; the caller's clean-up goes on."""
+    deadline = time.monotonic() + bound_s
+    while not task.done() and time.monotonic() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.2)
+    if not task.done():
+        log.warning("task %s did not stop within %.1f s", task.get_name(), bound_s)
+    elif not task.cancelled() and task.exception() is not None:
+        log.debug("task %s ended with %r", task.get_name(), task.exception())
+
+#: Sections whose devices are opened once at start: a reload cannot change them.
+RESTART_SECTIONS = ("audio", "wake", "gpio")
+
+
+def reload_config(agent: Agent, reloader: Reloader, notifier: Notifier) -> bool:
+    """SIGHUP: read the configuration and the credentials again. A bad file is reported by its key and
+    changes nothing (the running configuration stays); a good one takes effect from the next call and
+    clears an authentication or configuration error, so a fixed key works at the next wake word."""
+    notifier.notify(reloading=1, status="reloading the configuration")
+    try:
+        config, credentials = reloader()
+    except ConfigError as exc:
+        log.error("configuration not reloaded, keeping the running one: %s", exc)
+        notifier.ready(f"reload failed: {exc}")
+        return False
+    changed = [name for name in RESTART_SECTIONS if getattr(config, name) != getattr(agent.config, name)]
+    if changed:
+        log.warning("the %s settings changed: restart the service to apply them", ", ".join(changed))
+    agent.reload(config, credentials)
+    log.info("configuration reloaded")
+    notifier.ready("configuration reloaded")
+    return True
+
+
+async def run_service(
+    config: Config, credentials: Credentials, sd: SystemdEnv | None = None, reloader: Reloader | None = None
+) -> int:
+    """Run until SIGTERM or SIGINT; hang up cleanly on the way out. SIGHUP reloads the configuration
+    through `reloader` (see `reload_config`).
 
     Under systemd (`Type=notify`): READY=1 once the models are loaded and the first microphone block has
     arrived (not merely once the device opened), WATCHDOG=1 only while capture blocks keep arriving,
@@ -363,6 +406,8 @@ async def run_service(config: Config, credentials: Credentials, sd: SystemdEnv |
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if reloader is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload_config, agent, reloader, notifier)
     notifier.status("loading the wake word models and opening the microphone")
     tasks: list[asyncio.Task[object]] = []
     rc = 0
@@ -393,10 +438,7 @@ async def run_service(config: Config, credentials: Credentials, sd: SystemdEnv |
     finally:
         notifier.stopping("hanging up and closing the devices")
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel(task)
         await agent.stop()
         notifier.close()
     log.info("stopped after %.0f s", time.monotonic() - t)
