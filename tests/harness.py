@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory
 
 from agent.audio.fileplugin import FifoFeeder, use_file_plugin
 from agent.config import Config
@@ -51,6 +53,8 @@ async def run_agent(
     config = config or agent_config(tmp_path, emulator, **conversation)
     feeder = FifoFeeder(tmp_path / "mic.fifo", audio, rate=16000, period_frames=320, then="silence")
     feeder.start()
+    if isinstance(Device.pin_factory, MockFactory):
+        Device.pin_factory.reset()  # fresh mock pins: their state history is this run's alone
     agent = Agent(config, ApiKey(Secret(KEY)))
     side: asyncio.Task[None] | None = None
     try:

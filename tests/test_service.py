@@ -35,6 +35,17 @@ async def test_conversation_returns_to_idle_and_mic_audio_arrives_whole(
         assert result.end_reason == "follow-up window passed"
         assert agent.state is State.IDLE
         assert agent.leds.history[-1] == "idle"
+        # what the RGB LED's pins (gpiozero mock pins 5, 6, 13: red, green, blue) actually did: off, then
+        # the blue of wake/connecting/listening, the cyan of the user speaking, the green of the assistant
+        # speaking, and off again at the end
+        from gpiozero import Device
+
+        factory = Device.pin_factory
+        red, green, blue = ([st.state for st in factory.pin(n).states] for n in (5, 6, 13))
+        assert max(blue) == pytest.approx(1.0) and blue[-1] == 0  # listening is blue, idle is dark
+        assert max(green) == pytest.approx(1.0)  # cyan (user speaking) and green (assistant speaking)
+        assert max(red) < 0.7  # no error colour in a good conversation
+        assert red[-1] == green[-1] == blue[-1] == 0
         # the command said after the wake word reached the emulator as one utterance of about its length
         started = emu.calls[0].events_of("input_audio_buffer.speech_started")
         stopped = emu.calls[0].events_of("input_audio_buffer.speech_stopped")
