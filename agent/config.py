@@ -161,6 +161,8 @@ class WakeConfig:
     speex_noise_suppression: bool = False
     suppress_while_speaking: bool = True
     speaking_threshold: float = _f(0.9, 0.0, 1.0)
+    stop_word: str | None = None
+    stop_threshold: float = _f(0.5, 0.0, 1.0)
 
     def resolved_models_dir(self) -> Path:
         """The models folder: as configured, or where install.sh puts the models, beside the venv."""

@@ -111,6 +111,11 @@ class Conversation:
         self.muted = muted
         self.call: VoiceLiveCall | None = None
         self.state = State.CONNECTING
+        turn = options.session.get("turn_detection")
+        #: The service interrupts its reply when the user speaks (turn_detection.interrupt_response,
+        #: on by default): then the speaker goes quiet at once too; if not, only the button or the
+        #: stop word stop a reply.
+        self.interrupt_on_speech = not isinstance(turn, dict) or turn.get("interrupt_response", True) is not False
         self._result: ConversationResult | None = None
         self._awaiting_reply_audio = False
         self._dropping_reply = False
@@ -125,7 +130,7 @@ class Conversation:
 
     async def stop_reply(self, why: str = "stop") -> bool:
         """Stop the assistant mid-reply: `response.cancel`, flush, drop the rest of the reply."""
-        if self.call is None or (self.state is not State.SPEAKING and self.speaker.buffered_s <= 0):
+        if self.call is None or not self.assistant_audible():
             return False
         self._barge_in(why)
         with contextlib.suppress(TransientError):  # the call is ending anyway
@@ -139,7 +144,7 @@ class Conversation:
         if self.call is not None:
             await self.call.hangup(why)
 
-    def _assistant_audible(self) -> bool:
+    def assistant_audible(self) -> bool:
         """The assistant is talking: the service says its audio is playing, or the speaker made a
         sound a moment ago (the reply's local tail)."""
         if self.state is State.SPEAKING:
@@ -230,7 +235,7 @@ class Conversation:
                 case protocol.SpeechStarted():
                     result.t_speech_started.append(time.monotonic())
                     followup_end = None
-                    if self._assistant_audible():
+                    if self.assistant_audible() and self.interrupt_on_speech:
                         self._barge_in("user speech")
                     self._set(State.USER_SPEAKING)
                 case protocol.SpeechStopped():

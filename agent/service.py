@@ -10,6 +10,7 @@ agent resets the detector and goes back to idle.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -23,7 +24,7 @@ from .audio.earcons import Earcons
 from .audio.playback import AlsaPlayback
 from .audio.preroll import CallAudio, PrerollBuffer
 from .button import Button
-from .config import Config, SystemdEnv
+from .config import Config, SystemdEnv, WakeModelConfig
 from .conversation import Conversation, ConversationResult
 from .errors import ConfigError
 from .leds import Leds, Pattern, State, leds_for
@@ -126,6 +127,7 @@ class Agent:
         setup_pin_factory(config)
         self.leds = Leds(config.gpio, on_pattern)
         self.detector: WakeWordDetector | None = None
+        self.stop_detector: WakeWordDetector | None = None
         self.state = State.IDLE
         self.muted = False
         #: An error retrying cannot fix ("auth", "config"): wake words are ignored until `hold()` or
@@ -166,6 +168,11 @@ class Agent:
         """Load the models, open the devices, start listening. Raises ConfigError for a bad model."""
         self.set_state(State.IDLE)
         self.detector = await asyncio.to_thread(WakeWordDetector, self.config.wake)
+        wake = self.config.wake
+        if wake.stop_word is not None:
+            stop = WakeModelConfig(name=wake.stop_word, threshold=wake.stop_threshold, refractory_s=1.0)
+            stop_cfg = dataclasses.replace(wake, models=(stop,), suppress_while_speaking=False)
+            self.stop_detector = await asyncio.to_thread(WakeWordDetector, stop_cfg)
         await self.playback.start()
         await self.capture.start()
         if self.config.gpio.button.pin is not None:
@@ -185,8 +192,9 @@ class Agent:
             await self.conversation.hang_up("agent stopping")
         await self.capture.stop()
         await self.playback.stop()
-        if self.detector is not None:
-            self.detector.close()
+        for detector in (self.detector, self.stop_detector):
+            if detector is not None:
+                detector.close()
         if self.button is not None:
             self.button.close()
         self.leds.close()
@@ -197,6 +205,12 @@ class Agent:
         sub = self.capture.hub.subscribe("listen", max_blocks=100)
         async for block in sub:
             self.preroll.add(block)
+            conv = self.conversation
+            if self.stop_detector is not None and conv is not None and conv.assistant_audible() and not self.muted:
+                if await self.stop_detector.process_async(block):
+                    log.info("stop word: stopping the reply")
+                    await conv.stop_reply("stop word")
+                continue
             if self.state is not State.IDLE or self.muted or self.blocked:
                 continue
             # The device's own sounds (an earcon, the end of a reply) must not wake it: while they play
@@ -364,6 +378,7 @@ async def cancel(task: asyncio.Task[object], bound_s: float = 1.5) -> None:
         log.warning("task %s did not stop within %.1f s", task.get_name(), bound_s)
     elif not task.cancelled() and task.exception() is not None:
         log.debug("task %s ended with %r", task.get_name(), task.exception())
+
 
 #: Sections whose devices are opened once at start: a reload cannot change them.
 RESTART_SECTIONS = ("audio", "wake", "gpio")

@@ -149,3 +149,38 @@ async def test_gestures_press_to_stop_the_reply_hold_to_mute(tmp_path: Path) -> 
     # and a muted device ignores the button's start and the wake word
     assert await agent.press() == "ignored (muted)"
     assert agent.hold() == "unmuted"
+
+
+async def test_stop_word_stops_the_reply_when_speech_does_not(tmp_path: Path) -> None:
+    """With the service's own interruption off (turn_detection.interrupt_response: false), speaking over
+    the reply does not stop it, but the stop word does (here the stock "alexa" model stands in for a
+    "stop" model)."""
+    import dataclasses
+
+    question = espeak("tell me a long story about a lighthouse keeper who lived on a small island")
+    audio = np.concatenate(
+        [
+            quiet(1.0),
+            espeak("hey jarvis"),
+            quiet(0.5, seed=1),
+            question,
+            quiet(1.6, seed=2),
+            espeak("alexa"),
+            quiet(6.0, seed=3),
+        ]
+    )
+    async with emulator() as emu:
+        config = agent_config(tmp_path, emu, followup_s=1.0)
+        session = dict(config.voicelive.session)
+        session["turn_detection"] = {**session["turn_detection"], "interrupt_response": False}
+        config = dataclasses.replace(
+            config,
+            voicelive=dataclasses.replace(config.voicelive, session=session),
+            wake=dataclasses.replace(config.wake, stop_word="alexa"),
+        )
+        agent = await run_agent(tmp_path, emu, audio, config=config)
+        client_events = [e.get("type") for e in emu.calls[0].client_events]
+    result = agent.results[0]
+    assert "response.cancel" in client_events  # the stop word, not the service's VAD, stopped it
+    assert result.barge_ins == 1 and "cancelled" in result.responses
+    assert agent.state is State.IDLE
