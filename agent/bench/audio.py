@@ -24,13 +24,8 @@ What it reports (milliseconds; p50 and p95 where it is a distribution):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
-import re
-import secrets
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,6 +42,7 @@ from ..emulator.record import read_call_record
 from ..leds import Pattern
 from ..service import Agent
 from ..voicelive.auth import ApiKey, Secret
+from .common import emulator_process, pct
 from .speech import espeak, quiet
 
 GOALS = {
@@ -92,13 +88,6 @@ def build_script(call_s: float, wake_gap_s: float) -> Script:
     return Script(np.concatenate([head, tail]), command, command_at)
 
 
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
-
-
 def preroll_lost_ms(command16: np.ndarray, received48: np.ndarray, window_ms: int = 50) -> float | None:
     """How much of the command's start never reached the emulator.
 
@@ -128,58 +117,13 @@ def preroll_lost_ms(command16: np.ndarray, received48: np.ndarray, window_ms: in
     return lost
 
 
-async def _start_emulator(key_file: Path, record_dir: Path, answer_delay_s: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agent",
-            "emulator",
-            "--port",
-            "0",
-            "--api-key-file",
-            str(key_file),
-            "--record-dir",
-            str(record_dir),
-            "--fault",
-            f"answer_delay_s={answer_delay_s}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = await asyncio.to_thread(proc.stdout.readline)
-        m = re.search(r"listening on (ws://127\.0\.0\.1:\d+)", line)
-        if m:
-            # keep draining its output so it never blocks on a full pipe
-            asyncio.get_running_loop().run_in_executor(None, proc.stdout.read)
-            return proc, m.group(1)
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError("the emulator did not start")
-
-
 async def run_audio_bench(call_s: float = 60.0, answer_delay_s: float = 0.5, wake_gap_s: float = 0.0) -> dict[str, Any]:
     script = build_script(call_s, wake_gap_s)
     with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as tmp:
         tmpdir = Path(tmp)
         use_file_plugin(tmpdir)
-        key = secrets.token_urlsafe(24)
-        key_file = tmpdir / "key"
-        key_file.touch(mode=0o600)
-        key_file.write_text(key)
-        record_dir = tmpdir / "calls"
-        emulator, url = await _start_emulator(key_file, record_dir, answer_delay_s)
-        try:
-            return await _measure(script, tmpdir, url, key, record_dir, call_s)
-        finally:
-            emulator.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                emulator.wait(10)
+        async with emulator_process(tmpdir, "--fault", f"answer_delay_s={answer_delay_s}") as emu:
+            return await _measure(script, tmpdir, emu.url, emu.key, emu.record_dir, call_s)
 
 
 async def _measure(script: Script, tmpdir: Path, url: str, key: str, record_dir: Path, call_s: float) -> dict[str, Any]:

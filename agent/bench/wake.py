@@ -50,6 +50,7 @@ from ..audio.frames import PcmBlock
 from ..audio.resample import convert_pcm
 from ..config import CaptureConfig, WakeConfig, config_from_dict
 from ..wakeword import CHUNK, RATE, WakeWordDetector
+from .common import vm_rss_mb
 from .speech import espeak, quiet
 
 log = logging.getLogger(__name__)
@@ -226,13 +227,6 @@ async def _rss_probe(cfg: WakeConfig) -> float:
     finally:
         await capture.stop()
         detector.close()
-
-
-def vm_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 # --------------------------------------------------------------------------------------------------
