@@ -38,6 +38,7 @@ from .audio.frames import PcmBlock
 from .audio.resample import StreamResampler
 from .config import WakeConfig, WakeModelConfig
 from .errors import ConfigError
+from .oww_import import model_class
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def resolve_model_path(name: str, models_dir: Path, framework: str) -> Path:
 def load_model(cfg: WakeConfig) -> tuple[Any, list[Path]]:
     """openWakeWord's Model for `cfg`, and the wake word model files it runs. Raises ConfigError for
     anything the user can fix (a missing model, a missing optional package)."""
-    from openwakeword.model import Model  # imports scipy and sklearn: only when a detector is made
+    Model = model_class()  # openWakeWord's class, imported only when a detector is made
 
     models_dir = cfg.resolved_models_dir()
     ext = ".tflite" if cfg.inference_framework == "tflite" else ".onnx"
