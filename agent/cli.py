@@ -8,6 +8,7 @@
     voice-agent detect [--json] [--sweep] FILE...       the wake word path on WAV files; threshold tuning
     voice-agent bench wake [--json]                     wake word CPU, latency and memory on this machine
     voice-agent bench audio [--json]                    audio path latency, pre-roll, barge-in, CPU in a call
+    voice-agent bench [all] [--json] [--soak N]         agent vs bare baselines, latencies, soak: one table
 
 Configuration errors exit with 78 (EX_CONFIG) and name the key, so systemd does not restart in a loop.
 """
@@ -154,6 +155,26 @@ def _cmd_bench_audio(args: argparse.Namespace) -> int:
     return 0 if out["ok"] else 1
 
 
+def _cmd_bench_all(args: argparse.Namespace) -> int:
+    from .bench.table import BenchOptions, run_bench_table
+
+    _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
+    opts = BenchOptions(conversations=max(1, args.conversations), soak=max(0, args.soak), idle_s=args.idle_seconds,
+                        call_s=args.call_seconds)  # fmt: skip
+    return run_bench_table(opts, as_json=args.json)
+
+
+def _bench_table_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--conversations", type=int, default=20,
+                        help="conversations for the latency percentiles (default 20; the soak's count too)")
+    parser.add_argument("--soak", type=int, default=300,
+                        help="conversations in a row for the soak, in one agent (default 300; 0: none)")
+    parser.add_argument("--idle-seconds", type=float, default=30.0, help="the idle stretch measured (default 30)")
+    parser.add_argument("--call-seconds", type=float, default=30.0, help="the call stretch measured (default 30)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+
+
 def _thresholds(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -270,8 +291,26 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     det.set_defaults(func=_cmd_detect)
 
-    bench = sub.add_parser("bench", help="benchmarks: numbers for this machine")
-    benches = bench.add_subparsers(dest="what", required=True, metavar="WHAT")
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks: numbers for this machine",
+        description="Without WHAT (or with `all`): the whole table (see `voice-agent bench all --help`).",
+    )
+    _bench_table_options(bench)
+    bench.set_defaults(func=_cmd_bench_all)
+    benches = bench.add_subparsers(dest="what", required=False, metavar="WHAT")
+    ball = benches.add_parser(
+        "all",
+        help="the table: agent vs bare openWakeWord and aiortc (CPU, memory), latencies, and the soak",
+        description="One run against the emulator (its own process, 127.0.0.1) with real alsa-lib: the agent "
+        "listening to speech without the wake word vs openWakeWord alone on the same audio; the agent in a call "
+        "vs a bare aiortc client streaming the same audio to the same emulator; wake to first RTP, wake to "
+        "listening and end of speech to first reply audio (p50, p95) over the conversations; then the soak "
+        "(RSS, threads, file descriptors after the warm-up and at the end). Needs espeak-ng. Exit code 1 if a "
+        "goal is missed or the soak fails.",
+    )
+    _bench_table_options(ball)
+    ball.set_defaults(func=_cmd_bench_all)
     bwake = benches.add_parser(
         "wake",
         help="CPU of the listening path vs openWakeWord alone, detection latency, memory",

@@ -184,6 +184,11 @@ class FifoFeeder:
         self._thread.start()
         return self
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The feeding thread (a benchmark takes its CPU time out of the agent's)."""
+        return self._thread
+
     def stop(self, timeout: float = 2.0) -> None:
         """End the thread and close the FIFO; returns within `timeout` (a write never blocks)."""
         self._stop.set()

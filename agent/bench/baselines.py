@@ -1,0 +1,155 @@
+"""The bare baselines the agent's CPU is compared with, fed the same audio in the same run.
+
+- openWakeWord alone: `Model.predict` on the 16 kHz audio in 80 ms chunks, as fast as it goes; CPU
+  seconds per audio second (x100, so it reads as the percent of one core it would take at real time).
+- aiortc alone: a `RTCPeerConnection` with one sendrecv Opus transceiver whose track hands out the same
+  audio at real time, the `voice-live-events` data channel (messages discarded), and the remote audio
+  received and discarded, talking to the same emulator. Signalling goes over the agent's own
+  `ControlChannel` (a handful of messages, before the measured stretch). Its process CPU over wall time
+  is measured the same way as the agent's in a call.
+
+Both run while no agent runs in the process, so the process CPU is theirs alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from ..audio.resample import convert_pcm, frame_from_pcm
+from ..config import WakeConfig
+from ..voicelive import protocol
+from ..voicelive.auth import Credentials
+from ..voicelive.control import ControlChannel, Target
+from ..voicelive.ice import LOOPBACK, host_addresses, rtc_configuration
+from .common import cpu_windows
+
+log = logging.getLogger(__name__)
+
+RATE = 48000
+FRAME = 960  # 20 ms
+
+
+def bare_oww_cpu_pct(cfg: WakeConfig, audio16k: np.ndarray, repeats: int = 3) -> tuple[float, list[float]]:
+    """openWakeWord's Model.predict alone over `audio16k`: the median of `repeats` runs, and the runs,
+    in CPU percent of one core at real time. The models are the agent's (`cfg`)."""
+    from ..wakeword import RATE as WAKE_RATE
+    from ..wakeword import WakeWordDetector
+    from .wake import run_bare
+
+    detector = WakeWordDetector(cfg)
+    try:
+        runs = [100 * run_bare(detector.model, audio16k) / (len(audio16k) / WAKE_RATE) for _ in range(repeats)]
+    finally:
+        detector.close()
+    return round(statistics.median(runs), 2), [round(r, 2) for r in runs]
+
+
+class PacedTrack(MediaStreamTrack):
+    """The same audio as the agent's microphone, 20 ms frames at real time, then silence."""
+
+    kind = "audio"
+
+    def __init__(self, samples48: np.ndarray) -> None:
+        super().__init__()
+        self._samples = samples48
+        self._t0: float | None = None
+        self._k = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+        delay = self._t0 + self._k * FRAME / RATE - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        chunk = self._samples[self._k * FRAME : (self._k + 1) * FRAME]
+        if len(chunk) < FRAME:
+            chunk = np.zeros(FRAME, dtype=np.int16)
+        frame = frame_from_pcm(chunk, RATE, pts=self._k * FRAME)
+        self._k += 1
+        return frame
+
+
+@dataclass
+class BareCall:
+    """A bare aiortc call to the emulator, up and streaming."""
+
+    pc: RTCPeerConnection
+    control: ControlChannel
+    tasks: list[asyncio.Task[Any]]
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.control.close(), 2)
+        await self.pc.close()
+
+
+async def _discard(track: MediaStreamTrack) -> None:
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            await track.recv()
+
+
+async def bare_call(
+    target: Target, credentials: Credentials, session: dict[str, Any], audio16k: np.ndarray
+) -> BareCall:
+    """Offer, answer, connect: the minimum a WebRTC client of Voice Live does, nothing else."""
+    control = await ControlChannel.connect(target, credentials, 10.0)
+    pc = RTCPeerConnection(rtc_configuration([]))
+    tasks: list[asyncio.Task[Any]] = []
+    connected = asyncio.Event()
+    channel = pc.createDataChannel(protocol.DATA_CHANNEL_LABEL)
+    channel.on("message", lambda _message: None)
+    transceiver = pc.addTransceiver(PacedTrack(convert_pcm(audio16k, 16000, RATE)), direction="sendrecv")
+    transceiver.setCodecPreferences(
+        [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
+    )
+    pc.on("track", lambda track: tasks.append(asyncio.create_task(_discard(track))))
+    pc.on("connectionstatechange", lambda: connected.set() if pc.connectionState == "connected" else None)
+    with host_addresses(LOOPBACK):
+        await pc.setLocalDescription(await pc.createOffer())
+    await control.send(protocol.sdp_create(pc.localDescription.sdp, session))
+    messages = control.messages().__aiter__()
+    parser = protocol.EventParser()
+    answer: str | None = None
+    while answer is None:
+        event = parser.parse(await asyncio.wait_for(messages.__anext__(), 10), "control")
+        if isinstance(event, protocol.RtcCallSdpCreated):
+            answer = event.sdp_answer
+    tasks.append(asyncio.create_task(_drain(messages)))
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    await asyncio.wait_for(connected.wait(), 10)
+    return BareCall(pc, control, tasks)
+
+
+async def _drain(messages: Any) -> None:
+    async for _ in messages:
+        pass
+
+
+async def bare_aiortc_cpu_pct(
+    target: Target, credentials: Credentials, session: dict[str, Any], audio16k: np.ndarray,
+    settle_s: float, seconds: float, window_s: float,
+) -> list[float]:  # fmt: skip
+    """CPU windows of the bare client streaming `audio16k` (after `settle_s`) for `seconds`."""
+    call = await bare_call(target, credentials, session, audio16k)
+    try:
+        await asyncio.sleep(settle_s)
+        return await cpu_windows(seconds, window_s)
+    finally:
+        await call.close()
