@@ -1,4 +1,4 @@
-"""openWakeWord's `Model` without scipy and scikit-learn in memory.
+"""openWakeWord's `Model` without scipy and scikit-learn in memory, and without onnxruntime's arena.
 
 `import openwakeword` runs the package's `__init__`, which imports `custom_verifier_model` (a tool to
 train verifier models), which imports scipy and scikit-learn: about 80 MB resident on a 64-bit Pi,
@@ -8,14 +8,28 @@ use it; a custom verifier model, if one is ever configured, is unpickled and bri
 So, before the package is first imported, `openwakeword.custom_verifier_model` is stood in for by a
 module whose `train_custom_verifier` and every other attribute import the real module on first use:
 nothing is lost, only deferred.
+
+And openWakeWord's onnxruntime sessions are made without the CPU memory arena. The arena keeps, for
+the life of the process, the peak of whatever a session ever ran: openWakeWord computes embeddings for
+4 s of audio in one go when it starts, so the arena holds about 50 MB that the 80 ms frames of
+listening never need again. Without the arena that peak goes through malloc and is freed, and
+`trim_heap()` hands it back to the system (glibc keeps freed heap memory otherwise). Inference costs
+the same CPU either way. Measured on x86_64: the listening process's RSS 190 -> 132 MB.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import importlib
+import logging
 import sys
 import types
+from collections.abc import Iterator
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 VERIFIER = "openwakeword.custom_verifier_model"
 
@@ -48,3 +62,34 @@ def model_class() -> type:
     from openwakeword.model import Model
 
     return Model
+
+
+@contextlib.contextmanager
+def without_cpu_arena() -> Iterator[None]:
+    """onnxruntime sessions made inside (openWakeWord makes its own `SessionOptions`) get
+    `enable_cpu_mem_arena = False`. Only for building models: the patch is undone on the way out."""
+    import onnxruntime as ort
+
+    original = ort.SessionOptions
+
+    def options() -> Any:
+        opts = original()
+        opts.enable_cpu_mem_arena = False
+        return opts
+
+    ort.SessionOptions = options  # type: ignore[misc, assignment]
+    try:
+        yield
+    finally:
+        ort.SessionOptions = original  # type: ignore[misc]
+
+
+def trim_heap() -> None:
+    """Return the heap's free memory to the system (glibc's `malloc_trim`; a no-op elsewhere)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError as exc:  # not glibc, or no C library to load: nothing to trim
+        log.debug("malloc_trim not available: %s", exc)

@@ -38,7 +38,7 @@ from .audio.frames import PcmBlock
 from .audio.resample import StreamResampler
 from .config import WakeConfig, WakeModelConfig
 from .errors import ConfigError
-from .oww_import import model_class
+from .oww_import import model_class, trim_heap, without_cpu_arena
 
 log = logging.getLogger(__name__)
 
@@ -186,14 +186,17 @@ def load_model(cfg: WakeConfig) -> tuple[Any, list[Path]]:
         with litert_as_tflite_runtime():
             model = Model(**kwargs)
     else:
-        model = Model(**kwargs)
+        with without_cpu_arena():
+            model = Model(**kwargs)
     if cfg.vad_threshold > 0:
         from openwakeword.vad import VAD
 
         # Model(vad_threshold=...) would load the VAD from openWakeWord's own package folder, which the
         # wheel leaves empty: set it up from the models folder instead.
-        model.vad = VAD(model_path=str(vad_path))
+        with without_cpu_arena():
+            model.vad = VAD(model_path=str(vad_path))
         model.vad_threshold = cfg.vad_threshold
+    trim_heap()  # the models' start-up peak, freed: give it back (see oww_import)
     return model, paths
 
 

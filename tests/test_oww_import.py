@@ -1,5 +1,5 @@
-"""openWakeWord's Model loads without scipy and scikit-learn in memory (agent.oww_import), and the
-part of openWakeWord that needs them still works when something uses it."""
+"""openWakeWord's Model loads without scipy and scikit-learn in memory and without onnxruntime's CPU
+arena (agent.oww_import), and the part of openWakeWord that needs scipy still works when used."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from agent.wakeword import WakeWordDetector
 detector = WakeWordDetector(WakeConfig())
 assert detector.names, detector.names
 heavy = sorted(m for m in ("scipy", "sklearn") if m in sys.modules)
+import onnxruntime
+sessions = [detector.model.preprocessor.melspec_model, *detector.model.models.values()]
+assert not any(s.get_session_options().enable_cpu_mem_arena for s in sessions)
+assert onnxruntime.SessionOptions().enable_cpu_mem_arena  # the patch is undone
 import openwakeword
 from openwakeword.custom_verifier_model import train_custom_verifier
 import openwakeword.custom_verifier_model as real
