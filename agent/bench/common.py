@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import resource
 import secrets
@@ -128,6 +129,29 @@ def thread_cpu_s(thread: threading.Thread | None) -> float:
         return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
     except (OSError, ProcessLookupError):
         return 0.0
+
+
+def thread_cpu_by_name() -> dict[str, float]:
+    """CPU seconds of each thread of this process so far, by its Python name up to the first colon
+    (threads Python did not start, such as a library's own, by their OS name). Clock-tick resolution."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            name = names.get(int(task.name)) or "os:" + (task / "comm").read_text().strip()
+        except (OSError, ValueError):
+            continue  # a thread that just ended
+        name = name.split(":")[0] if not name.startswith("os:") else name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def thread_cpu_pct(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Percent of one core each thread used between two `thread_cpu_by_name()` readings."""
+    pct_by = {name: round(100 * (cpu - before.get(name, 0.0)) / seconds, 2) for name, cpu in after.items()}
+    return {name: v for name, v in sorted(pct_by.items(), key=lambda kv: -kv[1]) if v > 0}
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,11 @@ FIFO. In order:
 2. In a call: "hey jarvis", then `call_s` of sentences with pauses (the emulator parrots each one
    back, so audio flows both ways), measured from 1.5 s after the call is up. The agent hangs up.
 3. The bare baselines, with the agent stopped (so the process CPU is theirs): openWakeWord's
-   `Model.predict` on the same idle audio, and a bare aiortc client streaming the same call audio at
-   real time to the same emulator (see `baselines`).
+   `Model.predict` on the same idle audio at real time (and, as the floor, as fast as it goes), and a
+   bare aiortc client streaming the same call audio at real time to the same emulator (see
+   `baselines`). `idle_cpu_ratio` and `call_cpu_ratio` divide the agent's figure by the real-time
+   baseline's; `idle_cpu_ratio_unpaced` by openWakeWord's unpaced cost.
+   Each stretch also gives the CPU of every thread (`*_threads_cpu_pct`): where the agent's extra goes.
 4. Conversations: a fresh agent runs max(`conversations`, `soak`) short conversations in a row (see
    `soak`); the latency percentiles are over all of them, the soak figures compare the process after
    `warmup` conversations with the process after the last.
@@ -44,8 +47,17 @@ from ..audio.fileplugin import FifoFeeder, use_file_plugin
 from ..leds import State
 from ..service import Agent, call_options_for, target_for
 from ..voicelive.auth import ApiKey, Secret
-from .baselines import bare_aiortc_cpu_pct, bare_oww_cpu_pct
-from .common import EmulatorProcess, ProcSnapshot, cpu_windows, emulator_process, thread_cpu_s, wait_until
+from .baselines import bare_aiortc_cpu_pct, bare_oww
+from .common import (
+    EmulatorProcess,
+    ProcSnapshot,
+    cpu_windows,
+    emulator_process,
+    thread_cpu_by_name,
+    thread_cpu_pct,
+    thread_cpu_s,
+    wait_until,
+)
 from .soak import conversation_config, latencies, soak_agent
 from .speech import espeak, quiet
 from .wake import OTHER, VOICES
@@ -132,9 +144,10 @@ async def _agent_idle_and_call(run: _Run, emu: EmulatorProcess, tmpdir: Path, op
         await agent.start()
         runner = asyncio.create_task(agent.run(max_conversations=1), name="conversations")
         await asyncio.sleep(SETTLE_S)
-        f0, t0 = feeder_cpu(), time.monotonic()
+        f0, t0, threads0 = feeder_cpu(), time.monotonic(), thread_cpu_by_name()
         windows = await cpu_windows(opts.idle_s, opts.window_s, exclude=feeder_cpu)
         run.out["feeder_cpu_pct"] = round(100 * (feeder_cpu() - f0) / (time.monotonic() - t0), 2)
+        run.out["idle_threads_cpu_pct"] = thread_cpu_pct(threads0, thread_cpu_by_name(), time.monotonic() - t0)
         idle = ProcSnapshot.take()
         run.out["idle_cpu_pct_windows"] = windows
         run.out["idle_false_wakes"] = len(agent.detections)
@@ -152,7 +165,9 @@ async def _agent_idle_and_call(run: _Run, emu: EmulatorProcess, tmpdir: Path, op
                 run.missing(key, why)
             return
         await asyncio.sleep(CALL_SETTLE_S)
+        t0, threads0 = time.monotonic(), thread_cpu_by_name()
         windows = await cpu_windows(opts.call_s, opts.window_s, exclude=feeder_cpu)
+        run.out["call_threads_cpu_pct"] = thread_cpu_pct(threads0, thread_cpu_by_name(), time.monotonic() - t0)
         in_call = agent.conversation is not None
         run.out["call_rss_mb"] = ProcSnapshot.take().rss_mb
         run.out["call_cpu_pct_windows"] = windows
@@ -176,8 +191,10 @@ async def _baselines(run: _Run, emu: EmulatorProcess, tmpdir: Path, opts: BenchO
                      idle_audio: np.ndarray, call_audio: np.ndarray) -> None:  # fmt: skip
     """Phase 3: openWakeWord and aiortc alone, on the same audio and the same emulator."""
     config = conversation_config(tmpdir, emu.url, "bare")
-    median, runs = await asyncio.to_thread(bare_oww_cpu_pct, config.wake, idle_audio)
-    run.out["bare_oww_cpu_pct"], run.out["bare_oww_cpu_pct_runs"] = median, runs
+    oww = await bare_oww(config.wake, idle_audio, SETTLE_S, opts.idle_s, opts.window_s)
+    run.out["bare_oww_cpu_pct"], run.out["bare_oww_cpu_pct_windows"] = _median(oww.paced_windows), oww.paced_windows
+    run.out["bare_oww_unpaced_cpu_pct"] = _median(oww.unpaced_runs)
+    run.out["bare_oww_unpaced_cpu_pct_runs"] = oww.unpaced_runs
     windows = await bare_aiortc_cpu_pct(
         target_for(config), ApiKey(Secret(emu.key)), call_options_for(config).session, call_audio,
         CALL_SETTLE_S, opts.call_s, opts.window_s,
@@ -201,6 +218,7 @@ async def run_table(opts: BenchOptions) -> dict[str, Any]:
             run.out |= await latencies(soak.records, emu.record_dir)
     out = run.out
     out["idle_cpu_ratio"] = _ratio(out.get("idle_cpu_pct"), out.get("bare_oww_cpu_pct"))
+    out["idle_cpu_ratio_unpaced"] = _ratio(out.get("idle_cpu_pct"), out.get("bare_oww_unpaced_cpu_pct"))
     out["call_cpu_ratio"] = _ratio(out.get("call_cpu_pct"), out.get("bare_aiortc_cpu_pct"))
     out["conversations"] = total
     if opts.soak > 0:
@@ -245,12 +263,16 @@ def format_table(out: dict[str, Any]) -> str:
     soak = out.get("soak") or {}
     rows = [
         ("idle_cpu_pct (agent listening)", out.get("idle_cpu_pct")),
-        ("bare_oww_cpu_pct (openWakeWord alone)", out.get("bare_oww_cpu_pct")),
+        ("bare_oww_cpu_pct (openWakeWord alone, real time)", out.get("bare_oww_cpu_pct")),
         ("idle_cpu_ratio", out.get("idle_cpu_ratio")),
+        ("bare_oww_unpaced_cpu_pct (as fast as it goes)", out.get("bare_oww_unpaced_cpu_pct")),
+        ("idle_cpu_ratio_unpaced", out.get("idle_cpu_ratio_unpaced")),
+        ("idle threads (% of a core)", _threads(out.get("idle_threads_cpu_pct"))),
         ("idle_rss_mb", out.get("idle_rss_mb")),
         ("call_cpu_pct (agent in a call)", out.get("call_cpu_pct")),
         ("bare_aiortc_cpu_pct (aiortc alone)", out.get("bare_aiortc_cpu_pct")),
         ("call_cpu_ratio", out.get("call_cpu_ratio")),
+        ("call threads (% of a core)", _threads(out.get("call_threads_cpu_pct"))),
         ("call_rss_mb", out.get("call_rss_mb")),
         ("feeder_cpu_pct (taken out of the above)", out.get("feeder_cpu_pct")),
         ("wake_to_first_rtp_ms", lat("wake_to_first_rtp_ms")),
@@ -277,6 +299,10 @@ def format_table(out: dict[str, Any]) -> str:
         lines.append(f"  {key}: null ({why})")
     lines.append(f"  {out['setup']['note']}")
     return "\n".join(lines)
+
+
+def _threads(by_name: dict[str, float] | None) -> str:
+    return ", ".join(f"{name} {v}" for name, v in list((by_name or {}).items())[:6]) or "-"
 
 
 def run_bench_table(opts: BenchOptions, as_json: bool = False) -> int:
