@@ -79,11 +79,18 @@ class Notifier:
 
 
 class ProgressCheck:
-    """True only when a counter moved since the last call and a state says it is running: "the audio
-    loop is alive" means new capture blocks keep arriving, not merely that a timer fired."""
+    """True only when a counter moved since the last call and the state is one of `alive_states`: "the
+    audio loop is alive" means something keeps happening in it, not merely that a timer fired.
 
-    def __init__(self, read: Callable[[], tuple[str, int]]) -> None:
+    The service counts capture blocks and reopen attempts, and takes "error" as alive while the
+    attempts go on: a USB microphone pulled out must not make systemd restart the service (five
+    restarts and the unit would stay failed after the microphone came back); the agent shows the error
+    and reopens the device itself. A capture thread stuck in the driver moves nothing, and is restarted.
+    """
+
+    def __init__(self, read: Callable[[], tuple[str, int]], alive_states: tuple[str, ...] = ("running",)) -> None:
         self._read = read
+        self._alive_states = alive_states
         self._last: int | None = None
         self.reason = ""
 
@@ -91,11 +98,11 @@ class ProgressCheck:
         state, count = self._read()
         moved = self._last is None or count > self._last
         self._last = count
-        if state != "running":
+        if state not in self._alive_states:
             self.reason = f"capture is {state}"
             return False
         if not moved:
-            self.reason = f"no capture block since the last check ({count} in all)"
+            self.reason = f"no capture block or reopen attempt since the last check ({count} in all)"
             return False
         self.reason = ""
         return True

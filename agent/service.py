@@ -442,7 +442,10 @@ async def run_service(
             interval = sd.watchdog_interval_s(os.getpid())
             if interval is not None:
                 capture = agent.capture
-                alive = ProgressCheck(lambda: (capture.state, capture.stats.blocks))
+                alive = ProgressCheck(
+                    lambda: (capture.state, capture.stats.blocks + capture.stats.reopen_count),
+                    alive_states=("running", "error"),
+                )
                 tasks.append(asyncio.create_task(feed_watchdog(notifier, alive, interval), name="watchdog"))
             runner = asyncio.create_task(agent.run(), name="conversations")
             tasks.append(runner)

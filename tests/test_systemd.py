@@ -121,11 +121,19 @@ def test_progress_check_needs_new_blocks_and_a_running_state() -> None:
     state = ["running", 0]
     check = ProgressCheck(lambda: (str(state[0]), int(state[1])))
     assert check()  # the first look has nothing to compare with
-    assert not check() and "no capture block" in check.reason
+    assert not check() and "no capture block or reopen attempt" in check.reason
     state[1] = 5
     assert check()
     state[0], state[1] = "error", 9
     assert not check() and check.reason == "capture is error"
+    # the service's check: a device in error whose reopen attempts go on is alive; a stuck one is not
+    service_check = ProgressCheck(lambda: (str(state[0]), int(state[1])), alive_states=("running", "error"))
+    assert service_check()
+    state[1] = 10
+    assert service_check()
+    assert not service_check() and "no capture block or reopen attempt" in service_check.reason
+    state[0], state[1] = "stopped", 11
+    assert not service_check() and service_check.reason == "capture is stopped"
 
 
 async def test_watchdog_pings_stop_when_progress_stops(path_listener: tuple[str, Listener]) -> None:
