@@ -13,23 +13,18 @@ And openWakeWord's onnxruntime sessions are made without the CPU memory arena. T
 the life of the process, the peak of whatever a session ever ran: openWakeWord computes embeddings for
 4 s of audio in one go when it starts, so the arena holds about 50 MB that the 80 ms frames of
 listening never need again. Without the arena that peak goes through malloc and is freed, and
-`trim_heap()` hands it back to the system (glibc keeps freed heap memory otherwise). Inference costs
+`agent.memory.trim_heap()` hands it back to the system (glibc keeps freed heap memory otherwise). Inference costs
 the same CPU either way. Measured on x86_64: the listening process's RSS 190 -> 132 MB.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import importlib
-import logging
 import sys
 import types
 from collections.abc import Iterator
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 VERIFIER = "openwakeword.custom_verifier_model"
 
@@ -82,14 +77,3 @@ def without_cpu_arena() -> Iterator[None]:
         yield
     finally:
         ort.SessionOptions = original  # type: ignore[misc]
-
-
-def trim_heap() -> None:
-    """Return the heap's free memory to the system (glibc's `malloc_trim`; a no-op elsewhere)."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
-    except OSError as exc:  # not glibc, or no C library to load: nothing to trim
-        log.debug("malloc_trim not available: %s", exc)

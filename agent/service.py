@@ -28,6 +28,7 @@ from .config import Config, SystemdEnv, WakeModelConfig
 from .conversation import Conversation, ConversationResult
 from .errors import ConfigError
 from .leds import Leds, Pattern, State, leds_for
+from .memory import limit_malloc_arenas
 from .sdnotify import Notifier, ProgressCheck, feed_watchdog
 from .voicelive.auth import Credentials
 from .voicelive.call import CallOptions
@@ -166,6 +167,7 @@ class Agent:
 
     async def start(self) -> None:
         """Load the models, open the devices, start listening. Raises ConfigError for a bad model."""
+        limit_malloc_arenas()  # before the agent's threads start (see agent.memory)
         self.set_state(State.IDLE)
         self.detector = await asyncio.to_thread(WakeWordDetector, self.config.wake)
         wake = self.config.wake

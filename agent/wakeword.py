@@ -38,7 +38,8 @@ from .audio.frames import PcmBlock
 from .audio.resample import StreamResampler
 from .config import WakeConfig, WakeModelConfig
 from .errors import ConfigError
-from .oww_import import model_class, trim_heap, without_cpu_arena
+from .memory import trim_heap
+from .oww_import import model_class, without_cpu_arena
 
 log = logging.getLogger(__name__)
 
