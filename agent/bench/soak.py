@@ -97,7 +97,7 @@ class SoakResult:
     start: ProcSnapshot  # after the warm-up
     end: ProcSnapshot  # after the last conversation
     elapsed_s: float
-    latencies: dict[str, Any] = field(default_factory=dict)
+    rss_trace: list[tuple[int, float]] = field(default_factory=list)  # (conversations done, RSS MB)
 
     @property
     def rss_growth_pct(self) -> float:
@@ -123,6 +123,7 @@ class SoakResult:
             "py_threads_end": self.end.py_threads,
             "fds_start": self.start.fds,
             "fds_end": self.end.fds,
+            "rss_mb_trace": self.rss_trace,
             "elapsed_s": round(self.elapsed_s, 1),
         }
         out["ok"] = bool(
@@ -174,9 +175,13 @@ async def run_conversations(agent: Agent, mic: FifoFeeder, n: int, warmup: int) 
     t0 = time.monotonic()
     before = start = _snapshot()
     records: list[ConversationRecord] = []
+    trace: list[tuple[int, float]] = []
+    every = max(1, n // 12)
     for i in range(n):
         if i == warmup:
             start = _snapshot()
+        if i % every == 0 and i >= warmup:
+            trace.append((i, _snapshot().rss_mb))
         record = await converse(agent, mic, i)
         records.append(record)
         if not (record.ok and record.back_to_idle):
@@ -184,7 +189,8 @@ async def run_conversations(agent: Agent, mic: FifoFeeder, n: int, warmup: int) 
         elif (i + 1) % 10 == 0:
             log.info("%d conversations done", i + 1)
     await asyncio.sleep(0.5)  # the last call's teardown callbacks
-    return SoakResult(records, warmup, before, start, _snapshot(), time.monotonic() - t0)
+    end = _snapshot()
+    return SoakResult(records, warmup, before, start, end, time.monotonic() - t0, [*trace, (n, end.rss_mb)])
 
 
 async def soak_agent(tmpdir: Path, url: str, key: str, n: int, warmup: int, name: str = "soak") -> SoakResult:
