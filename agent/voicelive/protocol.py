@@ -216,6 +216,19 @@ class OutputAudioStopped(ServerEvent):
 
 
 @dataclass(frozen=True)
+class OutputAudioCleared(ServerEvent):
+    """The service dropped what was left of a response's audio: after `output_audio_buffer.clear`, or by
+    itself when the user spoke over the reply (server VAD with `interrupt_response`)."""
+
+    TYPE: ClassVar[str] = "output_audio_buffer.cleared"
+    response_id: str | None = None
+
+    @classmethod
+    def _fields(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return {"response_id": _str(data, "response_id")}
+
+
+@dataclass(frozen=True)
 class TranscriptDelta(ServerEvent):
     TYPE: ClassVar[str] = "response.audio_transcript.delta"
     delta: str = ""
@@ -259,6 +272,7 @@ EVENT_TYPES: dict[str, type[ServerEvent]] = {
         ResponseDone,
         OutputAudioStarted,
         OutputAudioStopped,
+        OutputAudioCleared,
         TranscriptDelta,
         TranscriptDone,
         InputTranscriptCompleted,
@@ -283,7 +297,6 @@ KNOWN_UNTYPED = frozenset(
         "response.text.done",
         "response.function_call_arguments.delta",
         "response.function_call_arguments.done",
-        "output_audio_buffer.cleared",
         "rate_limits.updated",
     }
 )
@@ -389,6 +402,12 @@ def response_create(response: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def response_cancel(response_id: str | None = None) -> dict[str, Any]:
     return _client_event("response.cancel", **({"response_id": response_id} if response_id else {}))
+
+
+def output_audio_buffer_clear() -> dict[str, Any]:
+    """Cut off the audio of the response that is streaming (WebRTC only): `response.cancel` stops
+    generation, this stops what was already generated from streaming on."""
+    return _client_event("output_audio_buffer.clear")
 
 
 def conversation_item_create(item: dict[str, Any], previous_item_id: str | None = None) -> dict[str, Any]:
