@@ -25,6 +25,7 @@ import inspect
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -58,7 +59,8 @@ class Button:
         self._lock = threading.Lock()
         self._down_at: float | None = None  # monotonic time of the press in progress
         self._hold_sent = False
-        self.gestures: list[Gesture] = []  # every gesture reported, in order (for logs and tests)
+        #: The last gestures reported, in order (for logs and tests): a bounded ring.
+        self.gestures: deque[Gesture] = deque(maxlen=64)
         with gpio_errors("gpio.button.pin"):
             self._device: Any = GpioButton(
                 cfg.pin,

@@ -180,11 +180,12 @@ def check_leds(config: Config) -> Row:
     """Show each conversation state's pattern for a moment, then turn the LEDs off."""
     if config.gpio.leds.driver == "none":
         return Row("leds", "skip", "no LEDs configured (gpio.leds.driver: none)")
-    from .leds import OFF, Leds, State, leds_for
-    from .service import setup_pin_factory
+    from .gpio import setup_pin_factory
+    from .leds import OFF, Leds, leds_for
+    from .state import State
 
     try:
-        setup_pin_factory(config)
+        setup_pin_factory(config.gpio.pin_factory)
         leds = Leds(config.gpio)
     except Exception as exc:
         return Row("leds", "fail", f"{config.gpio.leds.driver} on {list(config.gpio.leds.pins)}: {exc}")
@@ -211,9 +212,9 @@ def check_button(config: Config, wait_s: float) -> Row:
         return Row("button", "skip", f"GPIO{pin} configured; --button SECONDS waits for a press")
     from gpiozero import Button
 
-    from .service import setup_pin_factory
+    from .gpio import setup_pin_factory
 
-    setup_pin_factory(config)
+    setup_pin_factory(config.gpio.pin_factory)
     try:
         button = Button(pin, pull_up=config.gpio.button.pull_up, bounce_time=config.gpio.button.bounce_s or None)
     except Exception as exc:
@@ -229,7 +230,7 @@ def check_button(config: Config, wait_s: float) -> Row:
 
 
 def _endpoint(config: Config) -> tuple[str, str, int]:
-    from .service import target_for
+    from .call_config import target_for
 
     url = urlsplit(target_for(config).url())
     return url.scheme, url.hostname or "", url.port or (443 if url.scheme == "wss" else 80)
@@ -277,7 +278,7 @@ async def check_network(config: Config, timeout_s: float) -> list[Row]:
 
 async def check_auth(config: Config, env: Mapping[str, str], timeout_s: float) -> Row:
     """Open the control channel with the credentials and close it again: no call is placed."""
-    from .service import target_for
+    from .call_config import target_for
     from .voicelive.control import ControlChannel
     from .voicelive.errors import AuthError, VoiceLiveError
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .agent import Agent
 from .audio.fileplugin import FifoFeeder, capture_device, playback_device, use_file_plugin
 from .audio.resample import convert_pcm
 from .config import Config
@@ -37,7 +38,7 @@ from .emulator.server import Emulator
 from .emulator.settings import EmulatorSettings
 from .errors import ConfigError
 from .leds import Pattern
-from .service import Agent
+from .observe import Observer
 from .voicelive.auth import ApiKey, Secret
 
 log = logging.getLogger(__name__)
@@ -109,10 +110,11 @@ async def run_demo(out_dir: Path, as_json: bool = False, clip: str | None = None
     say = (lambda *a: print(*a, file=sys.stderr)) if as_json else print
     led_states: list[str] = []
 
-    def on_pattern(p: Pattern) -> None:
-        led_states.append(p.name)
-        rgb = ",".join(f"{c:.1f}" for c in p.color)
-        say(f"  LED  {p.name:<14} {p.mode:<6} rgb({rgb})")
+    class ShowLeds(Observer):
+        def pattern_shown(self, pattern: Pattern) -> None:
+            led_states.append(pattern.name)
+            rgb = ",".join(f"{c:.1f}" for c in pattern.color)
+            say(f"  LED  {pattern.name:<14} {pattern.mode:<6} rgb({rgb})")
 
     key = Secret(secrets.token_urlsafe(24))
     summary: dict[str, Any] = {"ok": False}
@@ -123,7 +125,7 @@ async def run_demo(out_dir: Path, as_json: bool = False, clip: str | None = None
         emulator = Emulator(EmulatorSettings(api_key=key, reply_mode="parrot", ice_loopback=True))
         await emulator.start()
         config = demo_config(Config(), emulator.url, fifo, out_wav)
-        agent = Agent(config, ApiKey(key), on_pattern=on_pattern)
+        agent = Agent(config, ApiKey(key), ShowLeds())
         # One second of silence first: the wake word detector starts listening on clean audio.
         feeder = FifoFeeder(fifo, np.concatenate([np.zeros(16000, np.int16), speech]), rate=16000,
                             period_frames=320, then="silence")
@@ -134,7 +136,7 @@ async def run_demo(out_dir: Path, as_json: bool = False, clip: str | None = None
             await agent.start()
             results = await asyncio.wait_for(agent.run(max_conversations=1), DEMO_TIMEOUT_S)
         except TimeoutError:
-            results = agent.results
+            results = list(agent.results)
             summary["error"] = f"the loop did not complete within {DEMO_TIMEOUT_S:.0f} s (state {agent.state.value})"
         finally:
             await agent.stop()
@@ -186,8 +188,8 @@ def _summarize(
     )
     out: dict[str, Any] = {
         "ok": ok,
-        "wake_word": wake[0] if wake else None,
-        "wake_score": round(wake[1], 3) if wake else None,
+        "wake_word": wake.model if wake else None,
+        "wake_score": round(wake.score, 3) if wake else None,
         "connect_ms": result.connect_ms if result else None,
         "first_reply_audio_ms": first_reply_ms,
         "reply_wav": str(out_wav),

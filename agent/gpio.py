@@ -33,3 +33,14 @@ def gpio_errors(path: str) -> Iterator[None]:
         raise ConfigError(path, f"{exc} (by another device of this configuration, or another program)") from None
     except GPIOZeroError as exc:
         raise ConfigError(path, f"{type(exc).__name__}: {exc}") from None
+
+
+def setup_pin_factory(pin_factory: str | None) -> None:
+    """gpiozero keeps its pin factory in a class attribute; `mock` selects its mock pins (with PWM),
+    so the demo and tests drive real gpiozero devices with no GPIO hardware."""
+    if pin_factory == "mock":
+        from gpiozero import Device
+        from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+        if not isinstance(Device.pin_factory, MockFactory):
+            Device.pin_factory = MockFactory(pin_class=MockPWMPin)

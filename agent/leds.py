@@ -16,33 +16,22 @@ Drivers, all on gpiozero so tests run on its mock pin factory:
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from .config import GpioConfig, LedConfig
 from .gpio import gpio_errors
+from .state import ErrorKind, Snapshot, State
 
 log = logging.getLogger(__name__)
 
 
-class State(enum.Enum):
-    IDLE = "idle"
-    WAKING = "waking"
-    CONNECTING = "connecting"
-    LISTENING = "listening"
-    USER_SPEAKING = "user_speaking"
-    THINKING = "thinking"
-    SPEAKING = "speaking"
-    ERROR = "error"
-
-
-ErrorKind = Literal["network", "auth", "config", "audio"]
 Mode = Literal["off", "solid", "blink", "pulse", "spin"]
 RGB = tuple[float, float, float]
 
@@ -82,8 +71,14 @@ def leds_for(state: State, *, muted: bool = False, error: ErrorKind | str | None
     if muted:
         return MUTED
     if error is not None or state is State.ERROR:
-        return _ERRORS.get(error or "network", _ERRORS["network"])
+        kind = error.value if isinstance(error, ErrorKind) else error
+        return _ERRORS.get(kind or "network", _ERRORS["network"])
     return _BY_STATE[state]
+
+
+def pattern_for(snapshot: Snapshot) -> Pattern:
+    """The pattern for one snapshot of the device's state."""
+    return leds_for(snapshot.state, muted=snapshot.muted, error=snapshot.shown_error)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -301,14 +296,18 @@ class Apa102Driver:
                 self._power.close()
 
 
+#: How many pattern names `Leds.history` keeps (the device runs for months: a bounded ring).
+HISTORY = 256
+
+
 class Leds:
-    """Shows patterns on the configured driver and remembers the sequence shown.
+    """Shows patterns on the configured driver and remembers the last `HISTORY` shown.
 
     `on_change` (for the demo's terminal view and the tests) gets each new pattern.
     """
 
     def __init__(self, cfg: GpioConfig, on_change: Callable[[Pattern], None] | None = None) -> None:
-        self.history: list[str] = []
+        self.history: deque[str] = deque(maxlen=HISTORY)
         self.current: Pattern | None = None
         self._on_change = on_change
         self._driver: Driver | None = None

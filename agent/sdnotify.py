@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,8 +34,9 @@ class Notifier:
     """Sends sd_notify messages to `socket_name` (None: do nothing)."""
 
     socket_name: str | None
-    sent: list[str] = field(default_factory=list)
-    """Every message sent, in order (for the journal-free view in tests and `--verbose` runs)."""
+    sent: deque[str] = field(default_factory=lambda: deque(maxlen=64))
+    """The last messages sent, in order (for tests and `--verbose` runs): a ring, since the watchdog
+    pings every few seconds for as long as the service runs."""
     _sock: socket.socket | None = field(default=None, repr=False)
     _warned: bool = field(default=False, repr=False)
 

@@ -13,11 +13,12 @@ import numpy as np
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
+from agent.agent import Agent
 from agent.audio.fileplugin import FifoFeeder, use_file_plugin
 from agent.config import Config
 from agent.demo import demo_config
 from agent.emulator.server import Emulator
-from agent.service import Agent
+from agent.observe import Observer
 from agent.voicelive.auth import ApiKey, Secret
 
 KEY = "canary-harness-93c1d0e8a7"
@@ -46,6 +47,7 @@ async def run_agent(
     conversations: int = 1,
     timeout: float = 40,
     config: Config | None = None,
+    observer: Observer | None = None,
     **conversation: Any,
 ) -> Agent:
     """Run the agent on `audio` (16 kHz mono, real time) until `conversations` ended; `during` runs
@@ -55,7 +57,7 @@ async def run_agent(
     feeder.start()
     if isinstance(Device.pin_factory, MockFactory):
         Device.pin_factory.reset()  # fresh mock pins: their state history is this run's alone
-    agent = Agent(config, ApiKey(Secret(KEY)))
+    agent = Agent(config, ApiKey(Secret(KEY)), observer)
     side: asyncio.Task[None] | None = None
     try:
         await agent.start()

@@ -14,8 +14,8 @@ import pytest
 from agent.bench.audio import preroll_lost_ms
 from agent.emulator.server import Emulator
 from agent.emulator.settings import EmulatorSettings
-from agent.leds import State
-from agent.service import Agent
+from agent.observe import Observer
+from agent.state import State
 from agent.voicelive.auth import Secret
 
 from .harness import KEY, Rig, agent_config, run_agent, wait_for_state
@@ -43,20 +43,13 @@ async def test_command_after_the_wake_word_arrives_whole_despite_a_slow_connect(
     uplink: list[tuple[float, float]] = []
     async with emulator(answer_delay_s=0.5) as emu:
         config = agent_config(tmp_path, emu, followup_s=1.0)
-        # record uplink latency through the service's own hook
-        from agent import service
+        # record uplink latency through the agent's observer hook
+        class Uplink(Observer):
+            def uplink_frame(self, t_capture: float | None, frames_sent: int) -> None:
+                if t_capture is not None:
+                    uplink.append((time.monotonic(), t_capture))
 
-        original = service.Agent.__init__
-
-        def init(self: Agent, *args: object, **kwargs: object) -> None:
-            kwargs["on_uplink_frame"] = lambda t, _n: t is not None and uplink.append((time.monotonic(), t))
-            original(self, *args, **kwargs)  # type: ignore[arg-type]
-
-        service.Agent.__init__ = init  # type: ignore[method-assign]
-        try:
-            agent = await run_agent(tmp_path, emu, audio, config=config)
-        finally:
-            service.Agent.__init__ = original  # type: ignore[method-assign]
+        agent = await run_agent(tmp_path, emu, audio, config=config, observer=Uplink())
         result = agent.results[0]
         assert result.ok, result
         assert result.connect_ms is not None and result.connect_ms >= 500

@@ -73,7 +73,7 @@ async def test_short_press_reaches_the_loop_once(factory: MockFactory, button) -
     await press_for(factory, 0.1)
     assert rec.names == ["press"]
     assert rec.events[0][1] == threading.get_ident()  # ran on the event loop's thread, not gpiozero's
-    assert btn.gestures == ["press"]
+    assert list(btn.gestures) == ["press"]
 
 
 async def test_hold_fires_once_while_still_pressed_and_release_is_not_a_press(factory: MockFactory, button) -> None:

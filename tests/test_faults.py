@@ -16,7 +16,7 @@ import pytest
 
 from agent.emulator.server import Emulator
 from agent.emulator.settings import EmulatorSettings
-from agent.leds import State
+from agent.state import State
 from agent.voicelive.auth import ApiKey, Secret
 
 from .harness import KEY, Rig, agent_config, run_agent
@@ -64,7 +64,8 @@ CASES = [
     Case("offer never answered", fault(never_answer=True), "negotiation", 5, "network_error"),
     Case("rtc.call.error", fault(call_error=True), "negotiation", 3, "network_error"),
     Case("rtp stops mid-reply", fault(stop_rtp_after_s=0.3), "network", 8, "network_error"),
-    Case("data channel never opens", fault(no_data_channel=True), "negotiation", 5, "network_error"),
+    # the call goes on without it: the reply is heard, on its audio alone
+    Case("data channel never opens", fault(no_data_channel=True), None, 12, None),
     Case("malformed events", fault(malformed_json=True), None, 10, None),
     Case("unknown events", fault(unknown_events=True), None, 10, None),
     Case("oversized event", fault(oversized_event=True), None, 10, None),
@@ -102,7 +103,7 @@ async def run_case(tmp_path: Path, emu: Emulator, case: Case) -> Rig:
     elapsed = outcome["ended"] - first.t_trigger
     assert elapsed < case.bound_s, (case.name, elapsed)
     if case.error_kind is None:
-        assert first.ok and first.responses, first
+        assert first.ok and (first.responses or first.replies_heard), first
     else:
         assert not first.ok and first.error_kind == case.error_kind, first
         assert case.led in agent.leds.history, agent.leds.history

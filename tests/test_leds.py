@@ -10,7 +10,8 @@ from gpiozero.pins.mock import MockFactory, MockSPIDevice
 
 from agent.config import GpioConfig, LedConfig, config_from_dict
 from agent.errors import ConfigError
-from agent.leds import MUTED, OFF, Apa102, Leds, Pattern, State, leds_for, render
+from agent.leds import MUTED, OFF, Apa102, Leds, Pattern, leds_for, render
+from agent.state import State
 
 from .gpio_helpers import mock_pins
 
@@ -62,7 +63,7 @@ def test_rgb_led_shows_colours_on_mock_pins(factory: MockFactory) -> None:
         leds.show(leds_for(State.IDLE))
         assert leds.device.value == (0, 0, 0)
         leds.show(leds_for(State.IDLE))  # no change, no new history entry
-        assert leds.history == ["listening", "idle"]
+        assert list(leds.history) == ["listening", "idle"]
     finally:
         leds.close()
 

@@ -10,8 +10,8 @@ import pytest
 
 from agent.emulator.server import Emulator
 from agent.emulator.settings import EmulatorSettings
-from agent.leds import State
-from agent.service import Trigger
+from agent.listener import Trigger
+from agent.state import State
 from agent.voicelive.auth import Secret
 
 from .harness import KEY, run_agent

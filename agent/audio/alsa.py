@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import alsaaudio
+
+from ..backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -25,32 +25,6 @@ State = Literal["stopped", "starting", "running", "error"]
 
 PcmFactory = Callable[..., Any]
 """Opens a PCM: `alsaaudio.PCM` with its keyword arguments; tests pass a fake."""
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter and a cap, for reopening a device.
-
-    Jitter (±`jitter` of the delay) keeps many Pis that lost the same USB hub from retrying in step.
-    """
-
-    initial_s: float = 0.5
-    max_s: float = 10.0
-    factor: float = 2.0
-    jitter: float = 0.2
-    _next_s: float = field(init=False, default=0.0)
-    _rng: random.Random = field(init=False, repr=False, default_factory=random.Random)
-
-    def __post_init__(self) -> None:
-        self._next_s = self.initial_s
-
-    def next_delay(self) -> float:
-        base = self._next_s
-        self._next_s = min(self.max_s, self._next_s * self.factor)
-        return max(0.0, base * (1 + self._rng.uniform(-self.jitter, self.jitter)))
-
-    def reset(self) -> None:
-        self._next_s = self.initial_s
 
 
 class ErrorReporter:

@@ -43,7 +43,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,6 +215,7 @@ class AlsaCapture:
         backoff_max_s: float = 10.0,
         stop_timeout_s: float = 1.0,
         pcm_factory: PcmFactory = alsaaudio.PCM,
+        on_state: Callable[[State], None] | None = None,
     ) -> None:
         if not 0 <= cfg.channel < cfg.channels:
             raise ValueError(f"capture channel {cfg.channel} is not one of the {cfg.channels} channels")
@@ -235,6 +236,9 @@ class AlsaCapture:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seq = 0
+        #: Told (on the event loop) whenever the device's state changes: the owner of the device's state
+        #: learns of a lost microphone when it happens, not by polling.
+        self.on_state = on_state
 
     @property
     def stats(self) -> CaptureStats:
@@ -247,8 +251,25 @@ class AlsaCapture:
 
     def _update(self, **changes: Any) -> None:
         with self._lock:
+            before = self._stats.state
             for key, value in changes.items():
                 setattr(self._stats, key, value)
+            after = self._stats.state
+        if after != before and self.on_state is not None:
+            self._tell_loop(self.on_state, after)
+
+    def _tell_loop(self, fn: Callable[[State], None], state: State) -> None:
+        """Call `fn(state)` on the event loop, from the loop itself or from the capture thread."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop:
+            fn(state)
+        elif not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(fn, state)
 
     def _count(self, key: str) -> None:
         with self._lock:

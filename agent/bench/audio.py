@@ -31,16 +31,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
+from ..agent import Agent
 from ..audio.fileplugin import FifoFeeder, use_file_plugin
-from ..audio.frames import is_audible
 from ..audio.resample import convert_pcm
 from ..config import Config
 from ..emulator.record import read_call_record
 from ..leds import Pattern
-from ..service import Agent
+from ..observe import Observer
 from ..voicelive.auth import ApiKey, Secret
 from .common import emulator_process, pct
 from .speech import espeak, quiet
@@ -140,26 +139,23 @@ async def _measure(script: Script, tmpdir: Path, url: str, key: str, record_dir:
     uplink: list[tuple[float, float]] = []  # (time sent, capture time)
     downlink: list[tuple[float, int]] = []  # (time received from aiortc, playout mark)
 
-    def on_uplink(t_capture: float | None, _n: int) -> None:
-        if t_capture is not None:
-            uplink.append((time.monotonic(), t_capture))
-
     cpu_marks: dict[str, float] = {}
 
-    def on_pattern(pattern: Pattern) -> None:
-        if pattern.name == "listening" and "call_up" not in cpu_marks:  # the call is up
-            t = os.times()
-            cpu_marks["call_up"] = t.user + t.system
+    class Watch(Observer):
+        def uplink_frame(self, t_capture: float | None, frames_sent: int) -> None:
+            if t_capture is not None:
+                uplink.append((time.monotonic(), t_capture))
 
-    agent = Agent(config, ApiKey(Secret(key)), on_uplink_frame=on_uplink, on_pattern=on_pattern)
-    write_frame = agent.playback.write_frame
+        def pattern_shown(self, pattern: Pattern) -> None:
+            if pattern.name == "listening" and "call_up" not in cpu_marks:  # the call is up
+                t = os.times()
+                cpu_marks["call_up"] = t.user + t.system
 
-    def timed_write(frame: av.AudioFrame) -> None:
-        if is_audible(frame.to_ndarray()):
-            downlink.append((time.monotonic(), agent.playback.mark()))
-        write_frame(frame)
+        def reply_frame(self, t_received: float, mark: int, audible: bool) -> None:
+            if audible:
+                downlink.append((t_received, mark))
 
-    agent.playback.write_frame = timed_write  # type: ignore[method-assign]
+    agent = Agent(config, ApiKey(Secret(key)), Watch())
     feeder = FifoFeeder(fifo, script.audio, rate=16000, period_frames=320, then="silence")
     feeder.start()
     t_feed = time.monotonic()

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from ..agent import Agent
 from ..audio.fileplugin import FifoFeeder
 from ..config import Config
-from ..leds import State
-from ..service import Agent
+from ..state import State
 from ..voicelive.auth import ApiKey, Secret
 from .common import ProcSnapshot, call_records, pct, wait_until
 from .speech import espeak, quiet
@@ -145,15 +145,15 @@ def _snapshot() -> ProcSnapshot:
 async def converse(agent: Agent, mic: FifoFeeder, index: int) -> ConversationRecord:
     """Speak one utterance into the running agent and wait for the conversation to end and the agent
     to be idle again. The agent's `run()` loop must be running."""
-    before = len(agent.results)
+    before = agent.conversations_done
     mic.feed(utterance(seed=index % 50))
-    ended = await wait_until(lambda: len(agent.results) > before, CONVERSATION_TIMEOUT_S)
+    ended = await wait_until(lambda: agent.conversations_done > before, CONVERSATION_TIMEOUT_S)
     idle = await wait_until(lambda: agent.state is State.IDLE, 5.0)
     await wait_until(mic.data_done.is_set, 5.0)  # the utterance is all out: the next never overlaps it
     if not ended:
         reason = "no conversation (wake word missed?)" if agent.state is State.IDLE else f"stuck in {agent.state.value}"
         return ConversationRecord(index, ok=False, back_to_idle=idle, end_reason=reason)
-    result = agent.results[before]
+    result = agent.results[-1]
     t_audio = agent.playback.first_write_after(result.reply_marks[0]) if result.reply_marks else None
     return ConversationRecord(
         index,

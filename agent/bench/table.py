@@ -43,9 +43,10 @@ from typing import Any
 
 import numpy as np
 
+from ..agent import Agent
 from ..audio.fileplugin import FifoFeeder, use_file_plugin
-from ..leds import State
-from ..service import Agent, call_options_for, target_for
+from ..call_config import call_options_for, target_for
+from ..state import State
 from ..voicelive.auth import ApiKey, Secret
 from .baselines import bare_aiortc_cpu_pct, bare_oww
 from .common import (

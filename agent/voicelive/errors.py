@@ -43,13 +43,16 @@ class AuthError(PermanentError):
 
 
 class NegotiationError(TransientError):
-    """The SDP exchange failed: `rtc.call.error`, `error`, or no answer in time."""
+    """The SDP exchange failed: `rtc.call.error` (`refused`), or no answer in time."""
 
     kind = "negotiation"
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str | None = None, *, refused: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        #: The service answered the offer with `rtc.call.error`: several in a row is a configuration
+        #: problem (agent.retry).
+        self.refused = refused
 
 
 def redact(text: str, secrets: list[str]) -> str:
