@@ -1,14 +1,17 @@
 """One conversation: from a trigger (wake word or button) to hang-up, driven by the service's events.
 
-The state follows the events (`speech_started` / `speech_stopped`, `response.created`,
-`output_audio_buffer.started` / `stopped`, `response.done`) and local playback. After a reply, a
-follow-up window lets the user speak again without the wake word; when it passes, or the call reaches
-its maximum length, the agent hangs up. Every way out of `run()` ends the call and returns a result, so
-the device always goes back to listening for the wake word.
+The conversation turns the service's events and its audio into inputs for the device's state owner
+(agent.state): the user speaking (`speech_started` / `speech_stopped`), a response under way
+(`response.created`), and the assistant audible from its reply's first sound until the service's
+output buffer stopped (agent.reply) and the local playout has played its last sample. `response.done`
+only ends generation: over WebRTC the reply's audio may stream for seconds after it. When the reply
+has played, a follow-up window lets the user speak again without the wake word; when it passes, or the
+call reaches its maximum length, the agent hangs up. Every way out of `run()` ends the call and returns a
+result, so the device always goes back to listening for the wake word.
 
-Barge-in: when the user speaks over a reply (`speech_started`, the button, or the stop word), the
-playout buffer is flushed at once, and the reply's tail that is still on its way (up to a jitter
-buffer's worth of RTP) is dropped until the service ends that response, so the assistant really stops.
+Interrupting (the user's voice, the button, the stop word): the playout buffer is flushed at once, the
+service is told (`response.cancel` while it generates, `output_audio_buffer.clear` while it streams),
+and the rest of that reply's audio is dropped until the service confirms (agent.reply).
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,7 +28,9 @@ import av
 from .audio.frames import is_audible
 from .audio.mictrack import BlockSource, MicTrack
 from .config import ConversationConfig
-from .leds import State
+from .observe import Observer
+from .reply import Interruption, ReplyTracker
+from .state import Input, State, StateOwner
 from .voicelive import protocol
 from .voicelive.auth import Credentials
 from .voicelive.call import CallOptions, VoiceLiveCall
@@ -35,11 +39,17 @@ from .voicelive.errors import TransientError, VoiceLiveError
 
 log = logging.getLogger(__name__)
 
-#: The speaker counts as still talking this long after its last audible write (its lead into ALSA).
+#: The speaker counts as still talking this long after the write that carried the reply's last sound
+#: (ALSA's own buffer lies between that write and the loudspeaker).
 AUDIBLE_TAIL_S = 0.25
 
 #: After the user stops speaking, how long to wait for the service to start a response before hanging up.
 RESPONSE_WAIT_S = 15.0
+
+#: How often the conversation looks at the reply between events: its first sound may come before any
+#: event (or with none, from a service without a data channel) and its end is a moment in the playout,
+#: not an event. Twenty wake-ups a second are nothing next to the call's hundred RTP packets.
+TICK_S = 0.05
 
 
 class Speaker(Protocol):
@@ -51,17 +61,17 @@ class Speaker(Protocol):
         """Drop the queued reply audio at once (barge-in); returns the milliseconds dropped."""
         ...
 
-    @property
-    def buffered_s(self) -> float: ...
-
     def mark(self) -> int:
         """The position of the next sample queued (for `first_write_after`)."""
         ...
 
+    def first_write_after(self, mark: int) -> float | None:
+        """When the write that carried the first sample queued after `mark` went to ALSA (None: not yet)."""
+        ...
+
     @property
-    def last_audible_t(self) -> float | None:
-        """When the speaker last wrote a sound (the service sends silence between replies, so queued
-        audio alone does not mean the assistant is talking)."""
+    def buffered_s(self) -> float:
+        """Audio queued and not yet handed to ALSA."""
         ...
 
 
@@ -75,6 +85,8 @@ class ConversationResult:
     end_reason: str = ""
     error_kind: str | None = None
     error: str | None = None
+    #: The error itself, for the retry policy (Retry-After, refusals in a row).
+    exception: VoiceLiveError | None = field(default=None, repr=False)
     rtc_call_id: str | None = None
     connect_ms: float | None = None
     preroll_s: float = 0.0
@@ -87,6 +99,10 @@ class ConversationResult:
     #: For each reply, the playout position of its first audible sample: with the speaker's
     #: `first_write_after` it gives when the assistant's voice reached ALSA.
     reply_marks: list[int] = field(default_factory=list)
+    #: When each reply ended for the user: its last sample played, or it was stopped.
+    t_reply_ends: list[float] = field(default_factory=list)
+    #: Replies heard (a service without a data channel sends no `response.done`: they still count).
+    replies_heard: int = 0
 
 
 class Conversation:
@@ -97,45 +113,44 @@ class Conversation:
         options: CallOptions,
         cfg: ConversationConfig,
         speaker: Speaker,
-        set_state: Callable[[State], None],
-        on_uplink_frame: Callable[[float | None, int], None] | None = None,
-        muted: Callable[[], bool] | None = None,
+        states: StateOwner,
+        observer: Observer | None = None,
     ) -> None:
         self.target = target
         self.credentials = credentials
         self.options = options
         self.cfg = cfg
         self.speaker = speaker
-        self.set_state = set_state
-        self.on_uplink_frame = on_uplink_frame
-        self.muted = muted
+        self.states = states
+        self.observer = observer or Observer()
         self.call: VoiceLiveCall | None = None
-        self.state = State.CONNECTING
+        self.reply = ReplyTracker()
         turn = options.session.get("turn_detection")
         #: The service interrupts its reply when the user speaks (turn_detection.interrupt_response,
         #: on by default): then the speaker goes quiet at once too; if not, only the button or the
         #: stop word stop a reply.
         self.interrupt_on_speech = not isinstance(turn, dict) or turn.get("interrupt_response", True) is not False
         self._result: ConversationResult | None = None
-        self._awaiting_reply_audio = False
-        self._dropping_reply = False
         self._hangup_reason: str | None = None
-
-    def _set(self, state: State) -> None:
-        self.state = state
-        self.set_state(state)
+        #: Playout position just past the last audible reply sample queued (None: nothing to play).
+        self._reply_end_mark: int | None = None
+        self._awaiting_reply_audio = False
+        self._awaiting_response = False
 
     # ------------------------------------------------------------------------------------------
     # Commands (from the button or the stop word)
 
     async def stop_reply(self, why: str = "stop") -> bool:
-        """Stop the assistant mid-reply: `response.cancel`, flush, drop the rest of the reply."""
+        """Stop the assistant mid-reply: flush the speaker, drop the rest of the reply, and tell the
+        service (`response.cancel` while it generates, `output_audio_buffer.clear` while it streams)."""
         if self.call is None or not self.assistant_audible():
             return False
-        self._barge_in(why)
-        with contextlib.suppress(TransientError):  # the call is ending anyway
-            await self.call.send(protocol.response_cancel())
-        self._set(State.LISTENING)
+        what = self._interrupt(why)
+        tell = ((what.cancel, protocol.response_cancel), (what.clear, protocol.output_audio_buffer_clear))
+        for needed, event in tell:
+            if needed:
+                with contextlib.suppress(TransientError):  # the call is ending anyway
+                    await self.call.send(event())
         return True
 
     async def hang_up(self, why: str = "hang-up") -> None:
@@ -144,54 +159,96 @@ class Conversation:
         if self.call is not None:
             await self.call.hangup(why)
 
-    def assistant_audible(self) -> bool:
-        """The assistant is talking: the service says its audio is playing, or the speaker made a
-        sound a moment ago (the reply's local tail)."""
-        if self.state is State.SPEAKING:
+    def assistant_audible(self, now: float | None = None) -> bool:
+        """The assistant is talking: its reply's audio is still coming from the service, or the speaker
+        has not yet played the last of it."""
+        now = time.monotonic() if now is None else now
+        if self.reply.dropping:
+            return False
+        if not self.reply.audio_over(now):
             return True
-        last = self.speaker.last_audible_t
-        return last is not None and time.monotonic() - last < AUDIBLE_TAIL_S
+        if self._reply_end_mark is None:
+            return False
+        t_written = self.speaker.first_write_after(self._reply_end_mark - 1)
+        if t_written is not None:
+            playing = now - t_written < AUDIBLE_TAIL_S
+        else:
+            # not written yet: it plays within what is queued, unless the speaker does not play at all
+            # (a device that failed): the wait is bounded by the queue's length
+            last = self.reply.last_audible_t or now
+            playing = now - last < self.speaker.buffered_s + AUDIBLE_TAIL_S + 0.5
+        if not playing:
+            self._reply_end_mark = None
+        return playing
 
-    def _barge_in(self, why: str) -> None:
+    def _interrupt(self, why: str, service_clears: bool = False) -> Interruption:
+        what = self.reply.interrupt(time.monotonic(), service_clears=service_clears)
         dropped_ms = self.speaker.flush()
-        self._dropping_reply = True
+        self._reply_end_mark = None
         if self._result is not None:
             self._result.barge_ins += 1
             self._result.t_barge_ins.append(time.monotonic())
         log.info("barge-in (%s): dropped %.0f ms of reply audio", why, dropped_ms)
+        self._refresh()
+        return what
 
     # ------------------------------------------------------------------------------------------
 
     def _on_remote_frame(self, frame: av.AudioFrame) -> None:
-        """Queue the service's audio; note where each reply's first audible sample lands. The service
-        sends RTP all the time (silence between replies), so audibility, not arrival, marks a reply."""
-        if self._dropping_reply:
-            if is_audible(frame.to_ndarray()):
-                return  # the cancelled reply's tail, still arriving: never play it
-            self._dropping_reply = False  # silence again: the tail has passed
+        """Queue the service's audio, unless it is the tail of a reply that was stopped. The service
+        may send RTP all the time (silence between replies), so audibility, not arrival, marks a reply."""
+        now = time.monotonic()
+        audible = is_audible(frame.to_ndarray())
+        if not self.reply.on_frame(audible, now):
+            return  # the stopped reply's tail, still arriving: never play it
         result = self._result
-        if self._awaiting_reply_audio and result is not None and is_audible(frame.to_ndarray()):
+        if audible and self._awaiting_reply_audio and result is not None:
             result.reply_marks.append(self.speaker.mark())
             self._awaiting_reply_audio = False
+        self.observer.reply_frame(now, self.speaker.mark(), audible)
         self.speaker.write_frame(frame)
+        if audible:
+            self._reply_end_mark = self.speaker.mark()
+            if self.states.state is not State.SPEAKING:
+                self._refresh(now)
+
+    def _refresh(self, now: float | None = None) -> None:
+        """Bring the device's state in line with the reply: speaking while it is audible, listening
+        once it has played (or a response ended without a sound)."""
+        now = time.monotonic() if now is None else now
+        state = self.states.state
+        if self.assistant_audible(now):
+            speaking = state is not State.SPEAKING and self.states.apply(Input.ASSISTANT_SPEAKING, cause="a reply")
+            if speaking and self._result is not None:
+                self._result.replies_heard += 1
+                self._awaiting_response = False  # the answer is here, whatever its events say
+        elif state is State.SPEAKING or (
+            state is State.THINKING and self.reply.settled and not self._awaiting_response
+        ):
+            if state is State.SPEAKING and self._result is not None:
+                self._result.t_reply_ends.append(now)
+            self.states.apply(Input.ASSISTANT_DONE, cause="the reply has played")
 
     async def run(
         self, trigger: str, t_trigger: float, audio: BlockSource, preroll_s: float = 0.0
     ) -> ConversationResult:
         result = self._result = ConversationResult(trigger=trigger, t_trigger=t_trigger, preroll_s=preroll_s)
-        self._set(State.CONNECTING)
-        mic = MicTrack(audio, on_frame=self.on_uplink_frame, muted=self.muted)
-        call = self.call = VoiceLiveCall(self.target, self.credentials, mic, self.options, self._on_remote_frame)
+        self.states.apply(Input.DIAL, cause=trigger)
+        mic = MicTrack(audio, on_frame=self.observer.uplink_frame, muted=lambda: self.states.snapshot.muted)
+        call = self.call = VoiceLiveCall(
+            self.target, self.credentials, mic, self.options, self._on_remote_frame, reply_active=self._reply_active
+        )
         try:
             await call.start()
         except VoiceLiveError as exc:
             mic.stop()
             result.end_reason, result.error_kind, result.error = "call failed", exc.kind, str(exc)
+            result.exception = exc
             log.warning("call failed (%s): %s", exc.kind, exc)
             return result
         result.rtc_call_id = call.rtc_call_id
         result.connect_ms = round((time.monotonic() - t_trigger) * 1000, 1)
-        self._set(State.LISTENING)
+        self.states.apply(Input.CONNECTED, cause=f"call {call.rtc_call_id}")
         try:
             await self._converse(call, result)
         finally:
@@ -200,66 +257,75 @@ class Conversation:
             self.speaker.flush()  # nothing of this call plays after it
         if call.end_error is not None and not result.ok:
             result.error_kind, result.error = call.end_error.kind, str(call.end_error)
+            result.exception = call.end_error
         return result
+
+    def _reply_active(self) -> bool:
+        """For the call's media watchdog: RTP must keep coming while a reply is generating or streaming."""
+        return self.reply.generating or self.reply.streaming
+
+    @staticmethod
+    async def _next_event(call: VoiceLiveCall, timeout: float) -> protocol.ServerEvent | None:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives as
+        # the event does, and a SIGTERM would then not stop the conversation
+        async with asyncio.timeout(max(0.0, timeout)):
+            return await call.next_event()
 
     async def _converse(self, call: VoiceLiveCall, result: ConversationResult) -> None:
         cfg = self.cfg
         now = time.monotonic()
         max_end = now + cfg.max_call_s
         # Before the first reply the user may still be talking (pre-roll); the window starts on connect.
-        followup_end: float | None = now + max(cfg.followup_s, 0.1)
-        server_audio_done = True
-        response_open = False
-        events = call.events().__aiter__()
+        window_end: float | None = now + max(cfg.followup_s, 0.1)
         while True:
-            deadline = min(max_end, followup_end) if followup_end is not None else max_end
+            now = time.monotonic()
+            self._refresh(now)
+            answered = bool(result.responses or result.replies_heard)
+            if self.states.state is State.SPEAKING:
+                window_end = None  # never while the assistant talks, whatever the events said
+            elif window_end is None and answered and self._quiet():
+                # the reply has played: the follow-up window opens now
+                window_end = now + cfg.followup_s
+            deadline = min(max_end, window_end) if window_end is not None else max_end
             try:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
-                # arrives as the event does, and a SIGTERM would then not stop the conversation
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    event = await events.__anext__()
+                event = await self._next_event(call, min(deadline - now, TICK_S))
             except TimeoutError:
-                if time.monotonic() >= max_end:
+                now = time.monotonic()
+                if now >= max_end:
                     result.end_reason = "maximum call length reached"
-                elif response_open or not result.responses:
-                    result.end_reason = "no response from the service"
+                elif window_end is not None and now >= window_end:
+                    waiting = self._awaiting_response or not answered
+                    result.end_reason = "no response from the service" if waiting else "follow-up window passed"
                 else:
-                    result.end_reason = "follow-up window passed"
-                result.ok = bool(result.responses)
+                    continue  # a tick: the reply may have finished playing
+                result.ok = answered
                 return
-            except StopAsyncIteration:
+            if event is None:
                 result.end_reason = self._hangup_reason or call.end_reason or "call ended"
-                result.ok = call.end_error is None and bool(result.responses)
+                result.ok = call.end_error is None and answered
                 return
+            now = time.monotonic()
+            self.reply.on_event(event, now)
             match event:
                 case protocol.SpeechStarted():
-                    result.t_speech_started.append(time.monotonic())
-                    followup_end = None
-                    if self.assistant_audible() and self.interrupt_on_speech:
-                        self._barge_in("user speech")
-                    self._set(State.USER_SPEAKING)
+                    result.t_speech_started.append(now)
+                    window_end = None
+                    if self.interrupt_on_speech and self.assistant_audible(now):
+                        # the service stops its reply by itself (interrupt_response); the speaker stops now
+                        self._interrupt("user speech", service_clears=True)
+                    self.states.apply(Input.USER_SPEAKING, cause="speech_started")
                 case protocol.SpeechStopped():
-                    result.t_speech_stopped.append(time.monotonic())
+                    result.t_speech_stopped.append(now)
                     self._awaiting_reply_audio = True
-                    if not response_open:
-                        followup_end = time.monotonic() + RESPONSE_WAIT_S
-                    self._set(State.THINKING)
+                    self._awaiting_response = True
+                    window_end = now + RESPONSE_WAIT_S  # a response must start by then
+                    self.states.apply(Input.USER_DONE, cause="speech_stopped")
                 case protocol.ResponseCreated():
-                    response_open = True
-                    server_audio_done = False
-                    self._dropping_reply = False  # a new response: play it
-                    followup_end = None
-                    if self.state is not State.USER_SPEAKING:
-                        self._set(State.THINKING)
-                case protocol.OutputAudioStarted():
-                    server_audio_done = False
-                    if not self._dropping_reply:
-                        self._set(State.SPEAKING)
-                case protocol.OutputAudioStopped():
-                    server_audio_done = True
+                    self._awaiting_response = False
+                    window_end = None
+                    self.states.apply(Input.REPLY_PENDING, cause="response.created")
                 case protocol.ResponseDone():
-                    response_open = False
-                    server_audio_done = True
+                    self._awaiting_response = False
                     result.responses.append(event.status or "unknown")
                 case protocol.TranscriptDone():
                     result.transcripts.append(event.transcript)
@@ -267,8 +333,13 @@ class Conversation:
                     log.warning("service error (call goes on): %s", event.error)
                 case _:
                     pass
-            if not response_open and server_audio_done and followup_end is None and result.responses:
-                # The reply is out; what is still in the playout buffer plays before the window opens.
-                followup_end = time.monotonic() + self.speaker.buffered_s + cfg.followup_s
-                if self.state is not State.USER_SPEAKING:
-                    self._set(State.LISTENING)
+
+    def _quiet(self) -> bool:
+        """Nothing is being said or generated: the user is not speaking, no response is expected or
+        under way, and the reply has played to its end."""
+        return (
+            self.states.state is not State.USER_SPEAKING
+            and not self._awaiting_response
+            and self.reply.settled
+            and not self.assistant_audible()
+        )

@@ -246,7 +246,6 @@ async def test_connection_refused_is_transient() -> None:
         ("reject_status", 503, TransientError, "HTTP 503", 3),
         ("never_answer", True, NegotiationError, "no SDP answer within 3 s", 6),
         ("call_error", True, NegotiationError, "refused the call.*bad_sdp", 3),
-        ("no_data_channel", True, NegotiationError, "data channel voice-live-events did not open", 10),
     ],
 )
 async def test_setup_faults_end_in_a_clean_bounded_error(

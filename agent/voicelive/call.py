@@ -10,7 +10,13 @@ Server events from both channels are parsed, de-duplicated by `event_id` and han
 arrival by `events()`. A call is over when the WebSocket closes, the peer connection fails, the data
 channel closes, RTP stops during a reply for longer than `media_timeout_s`, or `hangup()` is called;
 `ended` is then set and `end_reason` says why. aiortc never reports "disconnected" and its receive queue
-is unbounded, hence the agent's own RTP watchdog.
+is unbounded, hence the agent's own RTP watchdog. Whether a reply is under way is the conversation's
+knowledge (agent.reply), passed in as `reply_active`: the call keeps no response bookkeeping of its own.
+
+Before the answer, only `rtc.call.error`, a closed WebSocket or the answer timeout end an attempt: a
+plain `error` event on the way (an unknown session field, a rejected `session.update`) is logged and the
+attempt goes on waiting. A data channel that never opens does not fail the call either: the service
+also sends much on the WebSocket, and the audio works without it (a warning says so, once).
 """
 
 from __future__ import annotations
@@ -83,6 +89,7 @@ class VoiceLiveCall:
         mic: MediaStreamTrack,
         options: CallOptions,
         on_remote_audio: Callable[[av.AudioFrame], None] | None = None,
+        reply_active: Callable[[], bool] | None = None,
     ) -> None:
         self.target = target
         self.credentials = credentials
@@ -108,9 +115,11 @@ class VoiceLiveCall:
         self._connected = asyncio.Event()
         self._dc_open = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._response_active = False
+        self._reply_active = reply_active or (lambda: False)
         self._last_rtp = 0.0
-        self._last_response_end = 0.0
+        self._last_reply_t = 0.0
+        #: The data channel did not open in time: events come on the WebSocket only.
+        self.data_channel_missing = False
         #: Set once RTP arrived while no response was under way: this service sends audio all the time
         #: (silence between replies), so any gap in it, not only one during a reply, means trouble.
         self.rtp_continuous = False
@@ -153,11 +162,7 @@ class VoiceLiveCall:
             except ValueError as exc:
                 raise NegotiationError(f"unusable SDP answer: {exc}", "bad_answer") from None
             await self._wait(self._connected.wait(), opts.connect_timeout_s, "peer connection not connected")
-            await self._wait(
-                self._dc_open.wait(),
-                opts.data_channel_timeout_s,
-                f"data channel {protocol.DATA_CHANNEL_LABEL} did not open",
-            )
+            await self._wait_data_channel(opts.data_channel_timeout_s)
         except BaseException as exc:
             ws_task.cancel()
             reason = str(exc) if isinstance(exc, VoiceLiveError) else f"setup failed: {exc!r}"
@@ -183,6 +188,20 @@ class VoiceLiveCall:
             await pc.setLocalDescription(await pc.createOffer())
         self.timings.offer_ready = time.monotonic()
         return pc.localDescription.sdp
+
+    async def _wait_data_channel(self, timeout: float) -> None:
+        try:
+            await self._wait(self._dc_open.wait(), timeout, "data channel")
+        except NegotiationError:
+            if self.ended.is_set():
+                raise
+            self.data_channel_missing = True
+            log.warning(
+                "data channel %s did not open within %g s: going on with the events the service sends on "
+                "the WebSocket (voice activity and reply events may be missing)",
+                protocol.DATA_CHANNEL_LABEL,
+                timeout,
+            )
 
     async def _wait(self, aw: Any, timeout: float, what: str) -> Any:
         """Wait for `aw`, but give up when the call ends first or the timeout passes."""
@@ -251,18 +270,14 @@ class VoiceLiveCall:
                 else:
                     self._answer.set_exception(NegotiationError("rtc.call.sdp.created without an sdp_answer"))
                 return
-            if isinstance(event, protocol.RtcCallError | protocol.Error):
+            if isinstance(event, protocol.RtcCallError):
                 code = event.error.code
-                self._answer.set_exception(NegotiationError(f"the service refused the call: {event.error}", code))
+                self._answer.set_exception(
+                    NegotiationError(f"the service refused the call: {event.error}", code, refused=True)
+                )
                 return
-        if isinstance(event, protocol.ResponseCreated | protocol.OutputAudioStarted):
-            if not self._response_active:
-                self._last_rtp = max(self._last_rtp, time.monotonic())
-            self._response_active = True
-        elif isinstance(event, protocol.ResponseDone | protocol.OutputAudioStopped):
-            if self._response_active:
-                self._last_response_end = time.monotonic()
-            self._response_active = False
+            if isinstance(event, protocol.Error):
+                log.warning("service error while waiting for the answer (still waiting): %s", event.error)
         if self._events.qsize() >= EVENT_QUEUE_MAX:
             self._events.get_nowait()
             self._events_dropped += 1
@@ -293,7 +308,9 @@ class VoiceLiveCall:
                 return
             now = time.monotonic()
             self._last_rtp = now
-            if not self._response_active and now - self._last_response_end > 1.0:
+            if self._reply_active():
+                self._last_reply_t = now
+            elif now - self._last_reply_t > 1.0:
                 # a second of audio outside any reply (not the head of a reply that beat its event)
                 self._frames_between_replies += 1
                 self.rtp_continuous = self._frames_between_replies >= 50
@@ -307,11 +324,16 @@ class VoiceLiveCall:
         """RTP must keep coming while the service is answering, and all the time from a service that
         sends it all the time: a peer whose audio stops is a dead call (aiortc reports nothing)."""
         limit = self.options.media_timeout_s
+        was_active = False
         while not self.ended.is_set():
             await asyncio.sleep(min(0.25, limit / 4))
+            active = self._reply_active()
+            if active and not was_active:
+                self._last_rtp = max(self._last_rtp, time.monotonic() - 0.25)  # the reply's clock starts now
+            was_active = active
             silent = time.monotonic() - self._last_rtp
-            if (self._response_active or self.rtp_continuous) and silent > limit:
-                during = " during a reply" if self._response_active else ""
+            if (active or self.rtp_continuous) and silent > limit:
+                during = " during a reply" if active else ""
                 self._end(
                     f"no audio from the service for {silent:.1f} s{during}",
                     TransientError(f"RTP stopped for {silent:.1f} s{during}"),
@@ -332,15 +354,20 @@ class VoiceLiveCall:
     # ------------------------------------------------------------------------------------------
     # Using and ending
 
+    async def next_event(self) -> protocol.ServerEvent | None:
+        """The next server event, de-duplicated; None once the call has ended. Safe to cancel (a
+        timeout around it loses no event), unlike an async generator, which a cancellation closes."""
+        item = await self._events.get()
+        if item is _END:
+            self._events.put_nowait(_END)  # for any other reader
+            return None
+        assert isinstance(item, protocol.ServerEvent)
+        return item
+
     async def events(self) -> AsyncIterator[protocol.ServerEvent]:
         """Server events, de-duplicated, until the call ends."""
-        while True:
-            item = await self._events.get()
-            if item is _END:
-                self._events.put_nowait(_END)  # for any other reader
-                return
-            assert isinstance(item, protocol.ServerEvent)
-            yield item
+        while (event := await self.next_event()) is not None:
+            yield event
 
     async def send(self, event: dict[str, Any]) -> None:
         """Send a client event on the control channel (where Voice Live reads them)."""
