@@ -14,6 +14,7 @@ They are wrapped in `Secret`, whose repr and str never show the value.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import types
 import typing
@@ -89,6 +90,10 @@ class VoiceLiveConfig:
     data_channel_timeout_s: float = _f(5.0, 0.5, 60)
     media_timeout_s: float = _f(5.0, 0.5, 120)
     session: dict[str, Any] = _f(DEFAULT_SESSION)
+    #: Added to the WebSocket upgrade (e.g. `VoiceLive-Features: ...=V1Preview` with api_version v1).
+    extra_headers: dict[str, str] = _f({})
+    #: Added to the URL's query string.
+    extra_query: dict[str, str] = _f({})
 
 
 @dataclass(frozen=True)
@@ -360,6 +365,7 @@ def _validate(config: Config) -> Config:
             "not allowed on /calls: audio is Opus over RTP, and this key makes the service fail to "
             "allocate the media client (set the model with voicelive.model)",
         )
+    _validate_extras(vl)
     if vl.endpoint and not vl.endpoint.startswith(("wss://", "ws://", "https://", "http://")):
         raise ConfigError("voicelive.endpoint", f"{_show(vl.endpoint)} must start with wss:// or https://")
     if vl.model is None and not (vl.agent_name and vl.agent_project_name):
@@ -389,6 +395,38 @@ def _validate(config: Config) -> Config:
     if config.conversation.backoff_initial_s > config.conversation.backoff_max_s:
         raise ConfigError("conversation.backoff_initial_s", "must not exceed conversation.backoff_max_s")
     return config
+
+
+#: Credentials have their own settings (voicelive.auth), kept in a file no one else can read: never in
+#: extra headers or query parameters, which are logged and land in the world-readable configuration.
+_SECRET_NAMES = frozenset({"api-key", "authorization", "ocp-apim-subscription-key", "access_token", "token",
+                           "bearer", "key", "x-api-key"})  # fmt: skip
+#: Set by their own settings, or by the WebSocket library.
+_OWN_HEADERS = frozenset({"x-ms-client-request-id", "host", "upgrade", "connection", "user-agent"})
+_OWN_QUERY = {"api-version": "voicelive.api_version", "model": "voicelive.model",
+              "agent-name": "voicelive.agent_name", "agent-project-name": "voicelive.agent_project_name",
+              "agent-version": "voicelive.agent_version"}  # fmt: skip
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _validate_extras(vl: VoiceLiveConfig) -> None:
+    for kind, extras in (("extra_headers", vl.extra_headers), ("extra_query", vl.extra_query)):
+        for name, value in extras.items():
+            path = f"voicelive.{kind}.{name}"
+            if not isinstance(name, str) or not isinstance(value, str | int | float) or isinstance(value, bool):
+                raise ConfigError(path, "names and values must be strings")
+            low = name.lower()
+            if low in _SECRET_NAMES or low.startswith("sec-websocket"):
+                raise ConfigError(path, "credentials go in voicelive.auth (a key file or a token), never here")
+            if kind == "extra_headers":
+                if not _HEADER_NAME.match(name):
+                    raise ConfigError(path, "is not a valid HTTP header name")
+                if low in _OWN_HEADERS:
+                    raise ConfigError(path, "is set by the agent itself")
+                if any(c in str(value) for c in "\r\n"):
+                    raise ConfigError(path, "a header value must be one line")
+            elif low in _OWN_QUERY:
+                raise ConfigError(path, f"set it with {_OWN_QUERY[low]}")
 
 
 def _validate_gpio(gpio: GpioConfig) -> None:

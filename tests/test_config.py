@@ -65,6 +65,14 @@ def test_documented_file_names_every_key() -> None:
         ({"conversation": {"max_call_s": 7200}}, "conversation.max_call_s", "allowed 10.0 to 3540.0"),
         ({"logging": "debug"}, "logging", "not a mapping"),
         ({"logging": {"level": True}}, "logging.level", "not one of"),
+        ({"voicelive": {"extra_headers": {"api-key": "k"}}}, "voicelive.extra_headers.api-key", "voicelive.auth"),
+        ({"voicelive": {"extra_headers": {"Authorization": "B"}}}, "voicelive.extra_headers.Authorization", "never"),
+        ({"voicelive": {"extra_query": {"api-key": "k"}}}, "voicelive.extra_query.api-key", "voicelive.auth"),
+        ({"voicelive": {"extra_query": {"api-version": "v1"}}}, "voicelive.extra_query.api-version", "api_version"),
+        ({"voicelive": {"extra_headers": {"bad header": "x"}}}, "voicelive.extra_headers.bad header", "header name"),
+        ({"voicelive": {"extra_headers": {"X-A": "1\r\nX-B: 2"}}}, "voicelive.extra_headers.X-A", "one line"),
+        ({"voicelive": {"extra_headers": {"X-A": ["list"]}}}, "voicelive.extra_headers.X-A", "strings"),
+        ({"voicelive": {"extra_headers": []}}, "voicelive.extra_headers", "not a mapping"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(data: dict, path: str, fragment: str) -> None:
@@ -236,3 +244,15 @@ def test_every_setting_rejects_a_wrong_type_by_name(path: str, tp: object, meta:
         with pytest.raises(ConfigError, match=r"out of range: allowed") as info:
             config_from_dict(_nest(path, hi + 1000))
         assert str(info.value).startswith(path)
+
+
+def test_api_version_and_extras_reach_the_url_and_the_upgrade() -> None:
+    from agent.call_config import target_for
+
+    cfg = config_from_dict({"voicelive": {
+        "endpoint": "wss://r.services.ai.azure.com", "api_version": "v1",
+        "extra_headers": {"VoiceLive-Features": "webrtc=V1Preview"}, "extra_query": {"region": "eu"},
+    }})  # fmt: skip
+    target = target_for(cfg)
+    assert "api-version=v1" in target.url() and "region=eu" in target.url()
+    assert target.extra_headers == (("VoiceLive-Features", "webrtc=V1Preview"),)

@@ -46,6 +46,10 @@ class Target:
     agent_project_name: str | None = None
     agent_version: str | None = None
     ca_file: Path | None = None
+    #: More query parameters and upgrade headers (preview features behind a header, a newer api-version's
+    #: needs), so a user can follow the service without a new release. Never a credential.
+    extra_query: tuple[tuple[str, str], ...] = ()
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
     def url(self) -> str:
         """`wss://host/voice-live/realtime/calls?api-version=...&model=...` (or the agent parameters).
@@ -70,6 +74,8 @@ class Target:
                 query["agent-version"] = self.agent_version
         if self.model:
             query["model"] = self.model
+        for name, value in self.extra_query:
+            query.setdefault(name, value)
         return urlunsplit((scheme, parts.netloc, path, urlencode(query), ""))
 
     def ssl_context(self) -> ssl.SSLContext | None:
@@ -127,6 +133,8 @@ class ControlChannel:
             raise AuthError(str(exc)) from None
         secrets = [v.removeprefix("Bearer ") for v in headers.values()]
         request_id = str(uuid.uuid4()) if send_request_id else None
+        for name, value in target.extra_headers:
+            headers.setdefault(name, value)
         if request_id:
             headers["x-ms-client-request-id"] = request_id
         host = urlsplit(url).hostname
