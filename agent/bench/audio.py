@@ -122,7 +122,10 @@ async def run_audio_bench(call_s: float = 60.0, answer_delay_s: float = 0.5, wak
     with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as tmp:
         tmpdir = Path(tmp)
         use_file_plugin(tmpdir)
-        async with emulator_process(tmpdir, "--fault", f"answer_delay_s={answer_delay_s}") as emu:
+        # issue 9: the emulator's old output order (response.done at the end of the audio) until the client
+        # handles the WebRTC order; tests/test_bench_audio.py expects the barge-in to cancel the reply.
+        order = ("--output-order", "audio-first")
+        async with emulator_process(tmpdir, "--fault", f"answer_delay_s={answer_delay_s}", *order) as emu:
             return await _measure(script, tmpdir, emu.url, emu.key, emu.record_dir, call_s)
 
 
