@@ -33,7 +33,7 @@ from agent.voicelive import protocol
 from agent.voicelive.auth import Secret
 from agent.voicelive.ice import host_addresses, rtc_configuration
 from agent.voicelive.session_fields import SESSION_FIELDS, unknown_session_fields
-from tests.speech import sentences_with_pauses
+from tests.speech import long_reply, sentences_with_pauses
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -658,6 +658,16 @@ async def test_webrtc_order_done_when_generated_stopped_when_the_audio_ends(
     loud = loud_after(client, started_t)
     assert loud and loud[-1] - started_t >= reply.pauses[0][1]
     assert not loud_after(client, t_of(client, "output_audio_buffer.stopped") + 0.25)
+
+
+def test_pausing_replies_have_digital_silence_between_sentences() -> None:
+    short, long = sentences_with_pauses(), long_reply()
+    assert len(short.pauses) == 2 and long.duration_s >= 20.0
+    for reply in (short, long):
+        for start, end in reply.pauses:
+            assert 0.399 <= end - start <= 0.801
+            assert not np.any(reply.samples[int(start * 16000) : int(end * 16000)])  # digital silence
+            assert np.max(np.abs(reply.samples[int(end * 16000) : int(end * 16000) + 8000])) > 1000  # speech
 
 
 async def test_audio_first_order_stopped_then_done_at_the_end(file_emulator: Any, connect: Any) -> None:

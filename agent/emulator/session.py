@@ -6,6 +6,12 @@ RTP audio, and speaks back on its own track, sending the lifecycle events on the
 uses (some on both, with one event_id). It also keeps a record of everything that happened (events both
 ways, the audio, the moments that matter for latency), which is what tests and the demo look at.
 
+A response follows `EmulatorSettings.output_order`: in the default "webrtc" order generation (which ends
+with `response.done`) and the output audio buffer (which streams the reply's audio in real time and ends
+with `output_audio_buffer.stopped`, or `cleared`) are two separate things, as over the real service's
+WebRTC (voicelive-webrtc.md section 9): `response.cancel` stops the first, `output_audio_buffer.clear` the
+second, and a barge-in under server VAD both.
+
 Everything the call sends goes through `_emit`, which is synchronous: control messages are queued for one
 writer task (so they leave in the order they were produced), data-channel messages are sent at once, or
 queued until the channel opens.
