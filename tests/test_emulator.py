@@ -523,6 +523,17 @@ async def test_conversation_item_create_gets_item_created(emulator: Emulator, co
     await client.send(protocol.conversation_item_create(item))
     created = await client.wait_for("conversation.item.created", channel="control")
     assert created["item"]["call_id"] == "call_1" and created["item"]["id"].startswith("item_")
+    await client.send({"type": "conversation.item.retrieve", "item_id": created["item"]["id"]})
+    retrieved = await client.wait_for("conversation.item.retrieved", channel="control")
+    assert retrieved["item"] == created["item"]
+    await client.send({"type": "conversation.item.retrieve", "event_id": "evt_3", "item_id": "item_none"})
+    err = await client.wait_for("error", channel="control")
+    assert err["error"]["code"] == "item_not_found" and err["error"]["event_id"] == "evt_3"
+    await client.send({"type": "input_audio_buffer.commit"})
+    await asyncio.sleep(0.2)
+    # No call, so no data channel: the committed event waits in the emulator's queue for one.
+    assert not client.events("error", "control")[1:]
+    assert not client.events("input_audio_buffer.committed")
 
 
 async def test_speech_during_a_reply_barges_in(emulator: Emulator, connect: Any) -> None:

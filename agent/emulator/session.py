@@ -560,8 +560,19 @@ class EmulatorCall:
 
     async def _on_input_commit(self, event: Event, event_id: str | None) -> None:
         """The input buffer always holds audio here (RTP flows all the time), so a commit makes an item."""
-        item_id = new_event_id("item")
+        self._commit(new_event_id("item"))
+
+    def _commit(self, item_id: str) -> None:
+        """`input_audio_buffer.committed`: the caller's audio becomes a user message item."""
         self._emit(events.committed(item_id, self._last_item_id))
+        self._items[item_id] = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
         self._last_item_id = item_id
 
     async def _on_output_clear(self, event: Event, event_id: str | None) -> None:
@@ -653,8 +664,7 @@ class EmulatorCall:
         self._speech_item = None
         self.speech_stopped_t.append(time.monotonic())
         self._emit(events.speech_stopped(vad_event.ms, item_id))
-        self._emit(events.committed(item_id, self._last_item_id))
-        self._last_item_id = item_id
+        self._commit(item_id)
         self._utterance = (self._speech_start_ms, vad_event.ms)
         if td.get("create_response", True) and self._active is None:
             self._start_response(self._reply_to_utterance(), input_s=self._utterance_s())
