@@ -99,6 +99,9 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         log.info("no --api-key-file: generated a key and wrote it to %s (mode 0600)", keyfile)
     faults = parse_faults(args.fault)
     loopback = args.host in ("127.0.0.1", "localhost", "::1")
+    extra: dict[str, object] = {}
+    if args.api_version:
+        extra["api_versions"] = tuple(args.api_version)
     settings = EmulatorSettings(
         ice_loopback=loopback,
         host=args.host,
@@ -109,6 +112,10 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         reply_wav=Path(args.reply_wav) if args.reply_wav else None,
         faults=faults,
         record_dir=Path(args.record_dir) if args.record_dir else None,
+        output_order=args.output_order,
+        generation_s=args.generation_s,
+        require_headers=parse_headers(args.require_header),
+        **extra,  # type: ignore[arg-type]
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(settings))
@@ -159,7 +166,9 @@ def _cmd_bench_audio(args: argparse.Namespace) -> int:
     from .bench.audio import run_audio_bench, summarize
 
     _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
-    out = asyncio.run(run_audio_bench(call_s=args.seconds, answer_delay_s=args.answer_delay))
+    out = asyncio.run(
+        run_audio_bench(call_s=args.seconds, answer_delay_s=args.answer_delay, output_order=args.output_order)
+    )
     print(json.dumps(out) if args.json else summarize(out))
     return 0 if out["ok"] else 1
 
@@ -213,6 +222,17 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
     print(describe(list_devices(args.device), args.json))
     return 0
+
+
+def parse_headers(items: Sequence[str]) -> dict[str, str]:
+    """`--require-header NAME=VALUE` (repeatable) as a dict."""
+    headers: dict[str, str] = {}
+    for item in items:
+        name, has_value, value = item.partition("=")
+        if not has_value or not name.strip():
+            raise ConfigError("--require-header", f"{item!r} is not NAME=VALUE")
+        headers[name.strip()] = value.strip()
+    return headers
 
 
 def parse_faults(items: Sequence[str]) -> Faults:
@@ -272,6 +292,31 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--reply-wav", help="the WAV for --reply file")
     emu.add_argument("--record-dir", help="write each call's received audio and event timeline here")
     emu.add_argument("--fault", action="append", default=[], metavar="NAME[=VALUE]", help="inject a fault")
+    emu.add_argument(
+        "--output-order",
+        choices=["webrtc", "audio-first", "no-buffer-events"],  # emulator.settings.OUTPUT_ORDERS
+        default="webrtc",
+        help="webrtc: response.done when generated, output_audio_buffer.stopped when the audio ends (default); "
+        "audio-first: stopped then done, both at the end of the audio; no-buffer-events: webrtc without any "
+        "output_audio_buffer.* event",
+    )
+    emu.add_argument(
+        "--generation-s", type=float, default=1.0, help="seconds to generate a whole reply (capped at its duration)"
+    )
+    emu.add_argument(
+        "--require-header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="refuse upgrades without this header (HTTP 400); repeatable",
+    )
+    emu.add_argument(
+        "--api-version",
+        action="append",
+        default=[],
+        metavar="VERSION",
+        help="accept this api-version (repeatable; default: the client's default)",
+    )
     emu.add_argument("-v", "--verbose", action="store_true")
     emu.set_defaults(func=_cmd_emulator)
 
@@ -355,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
     baudio.add_argument("--json", action="store_true", help="print one JSON object")
     baudio.add_argument("--seconds", type=float, default=60.0, help="length of the call (default 60)")
     baudio.add_argument("--answer-delay", type=float, default=0.5, help="the emulator's answer delay (s)")
+    baudio.add_argument(
+        "--output-order",
+        choices=("webrtc", "audio-first", "no-buffer-events"),
+        default="webrtc",
+        help="the emulator's reply timing (default webrtc: response.done before the audio has streamed)",
+    )
     baudio.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     baudio.set_defaults(func=_cmd_bench_audio)
     check = sub.add_parser("check", help="check config, audio, LEDs, network, credentials and models: pass/fail")

@@ -26,12 +26,14 @@ from av import AudioFrame
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from agent.emulator import Emulator, EmulatorSettings, Faults, serve_forever
+from agent.emulator import Emulator, EmulatorCall, EmulatorSettings, Faults, events, serve_forever
 from agent.emulator.replies import load_audio_48k_mono, transcript_deltas
 from agent.emulator.vad import EnergyVad
 from agent.voicelive import protocol
 from agent.voicelive.auth import Secret
 from agent.voicelive.ice import host_addresses, rtc_configuration
+from agent.voicelive.session_fields import SESSION_FIELDS, unknown_session_fields
+from tests.speech import long_reply, sentences_with_pauses
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -375,6 +377,7 @@ async def test_full_call_parrots_the_utterance(emulator: Emulator, connect: Any)
 
     done = await client.wait_for("response.done", channel="data", timeout=15)
     assert done["response"]["status"] == "completed"
+    await client.wait_for("output_audio_buffer.stopped", channel="data", timeout=5)
     usage = done["response"]["usage"]
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
     assert 5 <= usage["input_token_details"]["audio_tokens"] <= 15  # ~10 per second of speech
@@ -390,7 +393,7 @@ async def test_full_call_parrots_the_utterance(emulator: Emulator, connect: Any)
     assert started["item_id"] == stopped["item_id"]
     assert 950 <= started["audio_start_ms"] <= 1100  # the onset at 1.0 s, not the detection moment
     assert 1900 <= stopped["audio_end_ms"] <= 2100
-    # The response lifecycle, in order, on the data channel.
+    # The response lifecycle, in order, on the data channel: generation ends before the audio does.
     data_types = [e["type"] for ch, e, _ in client.received if ch == "data" and isinstance(e, dict)]
     lifecycle = [
         "input_audio_buffer.speech_started",
@@ -398,8 +401,8 @@ async def test_full_call_parrots_the_utterance(emulator: Emulator, connect: Any)
         "response.created",
         "output_audio_buffer.started",
         "response.audio_transcript.done",
-        "output_audio_buffer.stopped",
         "response.done",
+        "output_audio_buffer.stopped",
     ]
     assert [t for t in data_types if t in lifecycle] == lifecycle
     response_id = client.events("response.created", "data")[0]["response"]["id"]
@@ -520,34 +523,51 @@ async def test_conversation_item_create_gets_item_created(emulator: Emulator, co
     await client.send(protocol.conversation_item_create(item))
     created = await client.wait_for("conversation.item.created", channel="control")
     assert created["item"]["call_id"] == "call_1" and created["item"]["id"].startswith("item_")
-
-
-async def test_response_cancel_during_a_reply(emulator: Emulator, connect: Any) -> None:
-    client = await connect()
-    await client.call(FAST_TURNS)
-    created = await talk(client, speech_like(0.6))
-    await client.send(protocol.response_cancel())
-    done = await client.wait_for("response.done", channel="data")
-    assert done["response"]["id"] == created["response"]["id"]
-    assert done["response"]["status"] == "cancelled"
-    assert done["response"]["status_details"]["reason"] == "client_cancelled"
-    assert client.events("output_audio_buffer.cleared", "data")
-    assert not client.events("output_audio_buffer.stopped")
-    await client.send(protocol.response_cancel())  # nothing to cancel: no error
+    await client.send({"type": "conversation.item.retrieve", "item_id": created["item"]["id"]})
+    retrieved = await client.wait_for("conversation.item.retrieved", channel="control")
+    assert retrieved["item"] == created["item"]
+    await client.send({"type": "conversation.item.retrieve", "event_id": "evt_3", "item_id": "item_none"})
+    err = await client.wait_for("error", channel="control")
+    assert err["error"]["code"] == "item_not_found" and err["error"]["event_id"] == "evt_3"
+    await client.send({"type": "input_audio_buffer.commit"})
     await asyncio.sleep(0.2)
-    assert not client.events("error")
+    # No call, so no data channel: the committed event waits in the emulator's queue for one.
+    assert not client.events("error", "control")[1:]
+    assert not client.events("input_audio_buffer.committed")
 
 
 async def test_speech_during_a_reply_barges_in(emulator: Emulator, connect: Any) -> None:
     client = await connect()
     await client.call(FAST_TURNS)
-    created = await talk(client, speech_like(0.6))
+    created = await talk(client, speech_like(1.5))  # a 1.8 s reply generated in 1 s: the buffer runs ahead
     client.mic.play(speech_like(0.5, seed=1))
     done = await client.wait_for("response.done", channel="data")
     assert done["response"]["id"] == created["response"]["id"]
     assert done["response"]["status"] == "cancelled"
     assert done["response"]["status_details"]["reason"] == "turn_detected"
+    cleared = await client.wait_for("output_audio_buffer.cleared", channel="data")
+    assert cleared["response_id"] == created["response"]["id"]
     assert len(client.events("input_audio_buffer.speech_started", "data")) == 2
+    # speech_started, then the service's own cancel and clear.
+    order = [e["type"] for ch, e, _ in client.received if ch == "data" and isinstance(e, dict)]
+    second_start = [i for i, t in enumerate(order) if t == "input_audio_buffer.speech_started"][1]
+    assert second_start < order.index("response.done") < order.index("output_audio_buffer.cleared")
+    assert not client.events("output_audio_buffer.stopped")
+
+
+async def test_speech_during_a_reply_without_interrupt_response_keeps_streaming(
+    emulator: Emulator, connect: Any
+) -> None:
+    client = await connect()
+    await client.call({"turn_detection": {**FAST_TURNS["turn_detection"], "interrupt_response": False}})
+    created = await talk(client, speech_like(1.2))
+    client.mic.play(speech_like(0.4, seed=1))
+    await client.wait_for("output_audio_buffer.stopped", channel="data", timeout=10)
+    rid = created["response"]["id"]
+    assert len(client.events("input_audio_buffer.speech_started", "data")) == 2
+    first = [e for e in client.events("response.done", "data") if e["response"]["id"] == rid]
+    assert first and first[0]["response"]["status"] == "completed"
+    assert not client.events("output_audio_buffer.cleared")
 
 
 async def test_response_create_without_speech_beeps(emulator: Emulator, connect: Any) -> None:
@@ -561,6 +581,251 @@ async def test_response_create_without_speech_beeps(emulator: Emulator, connect:
     assert done["response"]["status"] == "completed"
     data_types = [e["type"] for ch, e, _ in client.received if ch == "data" and isinstance(e, dict)]
     assert data_types[0] == "response.created"
+
+
+# --------------------------------------------------------------------------------------------------
+# The reply's timing over WebRTC: generation vs the output audio buffer (voicelive-webrtc.md section 9)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.astype("<i2").tobytes())
+    return path
+
+
+def t_of(client: RawClient, etype: str, channel: str = "data") -> float:
+    """When the first event of `etype` arrived (monotonic)."""
+    return next(t for ch, e, t in client.received if isinstance(e, dict) and e.get("type") == etype and ch == channel)
+
+
+def data_order(client: RawClient) -> list[str]:
+    return [e["type"] for ch, e, _ in client.received if ch == "data" and isinstance(e, dict)]
+
+
+def loud_after(client: RawClient, t: float, level: int = 300) -> list[float]:
+    """Arrival times of remote frames after `t` with any sample above `level` (silence decodes to ~0)."""
+    return [ft for ft, f in client.remote_frames if ft > t and int(np.max(np.abs(f.astype(np.int32)))) > level]
+
+
+@pytest.fixture
+async def file_emulator(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Emulator]]]:
+    """Start an emulator that replies with a WAV (`samples` at 48 kHz, or a `PausingReply`)."""
+    started: list[Emulator] = []
+
+    async def _start(samples: np.ndarray | None = None, reply_wav: Path | None = None, **settings: Any) -> Emulator:
+        if reply_wav is None:
+            reply_wav = write_wav(tmp_path / f"reply-{len(started)}.wav", samples if samples is not None else SPEECH)
+        em = Emulator(EmulatorSettings(api_key=Secret(KEY), reply_mode="file", reply_wav=reply_wav, **settings))
+        await em.start()
+        started.append(em)
+        return em
+
+    try:
+        yield _start
+    finally:
+        for em in started:
+            await em.stop()
+
+
+async def reply_call(connect: Any, em: Emulator) -> RawClient:
+    """A call with the data channel open, and a `response.create` sent."""
+    client = await connect(ws_url(em))
+    await client.call()
+    await asyncio.wait_for(client.data_open.wait(), 5)
+    await client.send(protocol.response_create())
+    return client
+
+
+async def test_webrtc_order_done_when_generated_stopped_when_the_audio_ends(
+    tmp_path: Path, file_emulator: Any, connect: Any
+) -> None:
+    # Two sentences and a 0.6 s pause of digital silence: the stream ends at the end, not at the pause.
+    reply = sentences_with_pauses(("It is ten past nine.", "The weather is mild today."), (0.6,))
+    em = await file_emulator(reply_wav=reply.write(tmp_path / "pausing.wav"), generation_s=0.5)
+    client = await reply_call(connect, em)
+    stopped = await client.wait_for("output_audio_buffer.stopped", channel="data", timeout=15)
+    lifecycle = [
+        "response.created",
+        "output_audio_buffer.started",
+        "response.audio_transcript.done",
+        "response.done",
+        "output_audio_buffer.stopped",
+    ]
+    assert [t for t in data_order(client) if t in lifecycle] == lifecycle
+    done = client.events("response.done", "data")[0]
+    rid = client.events("response.created", "data")[0]["response"]["id"]
+    assert done["response"]["id"] == stopped["response_id"] == rid
+    assert done["response"]["status"] == "completed"
+    # All the reply's audio is counted at response.done, though most of it has not been heard yet.
+    assert abs(done["response"]["usage"]["output_token_details"]["audio_tokens"] - 20 * reply.duration_s) <= 2
+    created_t, started_t = t_of(client, "response.created"), t_of(client, "output_audio_buffer.started")
+    assert 0.45 <= t_of(client, "response.done") - created_t <= 0.9
+    assert reply.duration_s - 0.1 <= t_of(client, "output_audio_buffer.stopped") - started_t <= reply.duration_s + 0.5
+    # The audio really streamed for that long: loud frames after the pause, none after stopped (+ jitter).
+    await asyncio.sleep(0.4)
+    loud = loud_after(client, started_t)
+    assert loud and loud[-1] - started_t >= reply.pauses[0][1]
+    assert not loud_after(client, t_of(client, "output_audio_buffer.stopped") + 0.25)
+
+
+def test_pausing_replies_have_digital_silence_between_sentences() -> None:
+    short, long = sentences_with_pauses(), long_reply()
+    assert len(short.pauses) == 2 and long.duration_s >= 20.0
+    for reply in (short, long):
+        for start, end in reply.pauses:
+            assert 0.399 <= end - start <= 0.801
+            assert not np.any(reply.samples[int(start * 16000) : int(end * 16000)])  # digital silence
+            assert np.max(np.abs(reply.samples[int(end * 16000) : int(end * 16000) + 8000])) > 1000  # speech
+
+
+async def test_audio_first_order_stopped_then_done_at_the_end(file_emulator: Any, connect: Any) -> None:
+    em = await file_emulator(speech_like(1.5), output_order="audio-first")
+    client = await reply_call(connect, em)
+    await client.wait_for("response.done", channel="data", timeout=10)
+    order = [t for t in data_order(client) if t.startswith(("response.done", "output_audio_buffer"))]
+    assert order == ["output_audio_buffer.started", "output_audio_buffer.stopped", "response.done"]
+    started_t = t_of(client, "output_audio_buffer.started")
+    assert 1.4 <= t_of(client, "response.done") - started_t <= 2.0
+    assert t_of(client, "response.done") - t_of(client, "output_audio_buffer.stopped") < 0.1
+
+
+async def test_no_buffer_events_order(file_emulator: Any, connect: Any) -> None:
+    em = await file_emulator(speech_like(1.5), output_order="no-buffer-events", generation_s=0.3)
+    client = await reply_call(connect, em)
+    done = await client.wait_for("response.done", channel="data", timeout=10)
+    assert done["response"]["status"] == "completed"
+    assert t_of(client, "response.done") - t_of(client, "response.created") < 0.7
+    await asyncio.sleep(1.8)  # the audio streams on after response.done
+    assert not [t for t in data_order(client) if t.startswith("output_audio_buffer")]
+    loud = loud_after(client, t_of(client, "response.created"))
+    assert loud and loud[-1] - t_of(client, "response.done") >= 0.9
+
+
+async def test_cancel_during_generation_streams_what_was_generated(file_emulator: Any, connect: Any) -> None:
+    em = await file_emulator(speech_like(3.0), generation_s=2.0)
+    client = await reply_call(connect, em)
+    await client.wait_for("output_audio_buffer.started", channel="data")
+    created_t = t_of(client, "response.created")
+    await asyncio.sleep(max(0.0, created_t + 1.0 - time.monotonic()))
+    await client.send(protocol.response_cancel())
+    done = await client.wait_for("response.done", channel="data")
+    assert done["response"]["status"] == "cancelled"
+    assert done["response"]["status_details"] == {"type": "cancelled", "reason": "client_cancelled"}
+    assert t_of(client, "response.done") - created_t < 1.3
+    # Half the generation time: half the reply (1.5 s) was in the buffer, and streams to its end.
+    audio_tokens = done["response"]["usage"]["output_token_details"]["audio_tokens"]
+    assert 26 <= audio_tokens <= 36, audio_tokens
+    stopped = await client.wait_for("output_audio_buffer.stopped", channel="data", timeout=5)
+    assert stopped["response_id"] == done["response"]["id"]
+    heard = t_of(client, "output_audio_buffer.stopped") - t_of(client, "output_audio_buffer.started")
+    assert 1.3 <= heard <= 1.9, heard
+    assert not client.events("output_audio_buffer.cleared")
+    assert not client.events("error")
+
+
+async def test_cancel_after_generation_gets_an_error_and_the_audio_goes_on(
+    file_emulator: Any, connect: Any
+) -> None:
+    em = await file_emulator(speech_like(2.0), generation_s=0.3)
+    client = await reply_call(connect, em)
+    done = await client.wait_for("response.done", channel="data")
+    cancel = protocol.response_cancel()
+    await client.send(cancel)
+    err = await client.wait_for("error", channel="control")
+    assert err["error"]["code"] == "response_cancel_not_active"
+    assert err["error"]["event_id"] == cancel["event_id"]
+    await client.wait_for("output_audio_buffer.stopped", channel="data", timeout=5)
+    assert t_of(client, "output_audio_buffer.stopped") - t_of(client, "output_audio_buffer.started") >= 1.9
+    assert done["response"]["status"] == "completed"
+    # The call goes on: another response plays.
+    await client.send(protocol.response_create())
+    await asyncio.sleep(0.3)
+    assert len(client.events("response.created", "data")) == 2
+    assert not client.closed.is_set()
+
+
+async def test_cancel_with_another_response_id_gets_an_error(file_emulator: Any, connect: Any) -> None:
+    em = await file_emulator(speech_like(2.0), generation_s=2.0)
+    client = await reply_call(connect, em)
+    await client.wait_for("response.created", channel="data")
+    await client.send(protocol.response_cancel("resp_not_this_one"))
+    err = await client.wait_for("error", channel="control")
+    assert err["error"]["code"] == "response_cancel_not_active"
+    assert not client.events("response.done")
+
+
+async def test_clear_stops_the_stream_at_once(file_emulator: Any, connect: Any) -> None:
+    em = await file_emulator(speech_like(3.0), generation_s=0.3)
+    client = await reply_call(connect, em)
+    await client.wait_for("response.done", channel="data")
+    await asyncio.sleep(0.5)
+    await client.send(protocol.output_audio_buffer_clear())
+    cleared = await client.wait_for("output_audio_buffer.cleared", channel="data")
+    assert cleared["response_id"] == client.events("response.created", "data")[0]["response"]["id"]
+    cleared_t = t_of(client, "output_audio_buffer.cleared")
+    await asyncio.sleep(1.0)
+    assert loud_after(client, t_of(client, "output_audio_buffer.started"))  # it was audible before
+    assert not loud_after(client, cleared_t + 0.25)  # and silent after (the jitter buffer held ~80 ms)
+    assert len(client.remote_frames) > 0 and client.remote_frames[-1][0] > cleared_t + 0.8  # RTP goes on
+    assert not client.events("output_audio_buffer.stopped")
+    # Nothing streaming: nothing to clear, and nothing is sent back (no cleared, no error).
+    await client.send(protocol.output_audio_buffer_clear())
+    await asyncio.sleep(0.3)
+    assert len(client.events("output_audio_buffer.cleared")) == 1
+    assert not client.events("error")
+
+
+async def test_clear_during_generation_drops_the_audio_but_not_the_response(
+    file_emulator: Any, connect: Any
+) -> None:
+    em = await file_emulator(speech_like(2.0), generation_s=1.5)
+    client = await reply_call(connect, em)
+    await client.wait_for("output_audio_buffer.started", channel="data")
+    await client.send(protocol.output_audio_buffer_clear())
+    await client.wait_for("output_audio_buffer.cleared", channel="data")
+    done = await client.wait_for("response.done", channel="data", timeout=5)
+    assert done["response"]["status"] == "completed"  # only response.cancel stops generation
+    await asyncio.sleep(0.5)
+    assert not loud_after(client, t_of(client, "output_audio_buffer.cleared") + 0.25)
+    assert not client.events("output_audio_buffer.stopped")
+
+
+async def test_fault_unknown_output_clear(file_emulator: Any, connect: Any) -> None:
+    em = await file_emulator(speech_like(1.5), generation_s=0.3)
+    em.faults.unknown_output_clear = True
+    client = await reply_call(connect, em)
+    await client.wait_for("output_audio_buffer.started", channel="data")
+    clear = protocol.output_audio_buffer_clear()
+    await client.send(clear)
+    err = await client.wait_for("error", channel="control")
+    assert err["error"]["code"] == "unknown_event" and err["error"]["event_id"] == clear["event_id"]
+    await client.wait_for("output_audio_buffer.stopped", channel="data", timeout=5)  # it played to the end
+    assert t_of(client, "output_audio_buffer.stopped") - t_of(client, "output_audio_buffer.started") >= 1.4
+    assert not client.events("output_audio_buffer.cleared")
+
+
+async def test_a_reply_created_while_one_streams_waits_its_turn(file_emulator: Any, connect: Any) -> None:
+    em = await file_emulator(speech_like(1.0), generation_s=0.2)
+    client = await reply_call(connect, em)
+    await client.wait_for("response.done", channel="data")
+    await client.send(protocol.response_create())
+    await asyncio.sleep(2.5)
+    started = client.events("output_audio_buffer.started", "data")
+    stopped = client.events("output_audio_buffer.stopped", "data")
+    assert len(started) == len(stopped) == 2
+    first, second = started[0]["response_id"], started[1]["response_id"]
+    buffer_types = ("output_audio_buffer.started", "output_audio_buffer.stopped")
+    order = [
+        (e["type"].rsplit(".", 1)[1], e["response_id"])
+        for ch, e, _ in client.received
+        if ch == "data" and isinstance(e, dict) and e["type"] in buffer_types
+    ]
+    assert order == [("started", first), ("stopped", first), ("started", second), ("stopped", second)]
+    times = {(e["type"], e["response_id"]): t for ch, e, t in client.received if ch == "data" and "response_id" in e}
+    assert times[("output_audio_buffer.started", second)] >= times[("output_audio_buffer.stopped", first)] - 0.05
 
 
 # --------------------------------------------------------------------------------------------------
@@ -594,6 +859,28 @@ async def test_fault_call_error(emulator: Emulator, connect: Any) -> None:
     client = await connect()
     err = await client.call(expect_answer=False)
     assert err["type"] == "rtc.call.error" and err["error"]["code"] == "bad_sdp"
+    assert err["error"]["message"] == "Remote client allocation failed"
+    emulator.faults.call_error_message = "allocate client error: Remote client allocation failed: SDP inconsistent"
+    emulator.faults.call_error_code = "server_error"
+    client = await connect()
+    err = await client.call(expect_answer=False)
+    assert err["error"] == {
+        "type": "server_error",
+        "code": "server_error",
+        "message": "allocate client error: Remote client allocation failed: SDP inconsistent",
+    }
+
+
+async def test_fault_error_before_answer(emulator: Emulator, connect: Any) -> None:
+    emulator.faults.error_before_answer = True
+    client = await connect()
+    await client.call(FAST_TURNS)  # the answer still comes
+    order = [e["type"] for ch, e, _ in client.received if ch == "control" and isinstance(e, dict)]
+    assert order.index("error") < order.index("rtc.call.sdp.created")
+    offer_id = emulator.calls[0].client_events[0]["event_id"]
+    assert client.events("error")[0]["error"]["event_id"] == offer_id
+    await asyncio.wait_for(client.data_open.wait(), 5)
+    await talk(client, speech_like(0.5))  # and the call works
 
 
 async def test_fault_answer_delay(emulator: Emulator, connect: Any) -> None:
@@ -629,7 +916,8 @@ async def test_fault_stop_rtp_mid_reply(emulator: Emulator, connect: Any) -> Non
     call = emulator.calls[0]
     assert call.rtp_stopped_t is not None
     assert 0.25 <= call.rtp_stopped_t - call.first_reply_frame_t[0] <= 0.45
-    assert not client.events("response.done")  # the reply never finishes
+    assert not client.events("output_audio_buffer.stopped")  # the audio never ends
+    assert client.events("response.done")  # generation did (it does not wait for RTP)
 
 
 async def test_fault_malformed_json_on_both_channels(emulator: Emulator, connect: Any) -> None:
@@ -667,11 +955,86 @@ async def test_fault_no_data_channel(emulator: Emulator, connect: Any) -> None:
     emulator.faults.no_data_channel = True
     client = await connect()
     await client.call(FAST_TURNS)
-    client.mic.play(np.concatenate([silence(0.2), speech_like(0.4)]))
+    speech = speech_like(0.8)
+    client.mic.play(np.concatenate([silence(0.2), speech]))
+    # Events the service also sends on the WebSocket still arrive there.
     await client.wait_for("input_audio_buffer.speech_stopped", channel="control")
-    await asyncio.sleep(0.3)
+    await client.wait_for("response.audio_transcript.done", channel="control", timeout=5)
+    await asyncio.sleep(1.5)  # the reply (1.1 s) plays
+    assert client.pc is not None and client.pc.connectionState == "connected"
+    assert not client.data_open.is_set()  # the channel never opened
+    assert client.pc.sctp is not None and client.pc.sctp.state != "connected"
     assert not client.raw_data
     assert not [ch for ch, _ in emulator.calls[0].sent_events if ch == "data"]
+    # The audio works both ways: the emulator heard the speech, and the client heard it parroted back.
+    assert best_match(emulator.calls[0].received_audio(), speech)[0] > 0.8
+    assert best_match(client.remote_audio(), speech)[0] > 0.7
+
+
+async def test_unknown_session_field_refuses_the_offer(emulator: Emulator, connect: Any) -> None:
+    client = await connect()
+    session = {"voice": {"type": "openai", "name": "alloy"}, "wake_word": "jarvis"}
+    reply = await client.call(session, expect_answer=False)
+    assert reply["type"] == "rtc.call.error" and reply["error"]["code"] == "invalid_session_field"
+    err = client.events("error", "control")[0]
+    assert err["error"]["type"] == "invalid_request_error"
+    assert err["error"]["code"] == "invalid_session_field"
+    assert "extra fields not permitted" in err["error"]["message"] and "wake_word" in err["error"]["message"]
+    assert err["error"]["param"] == "session.wake_word"
+    assert err["error"]["event_id"] == emulator.calls[0].client_events[0]["event_id"]
+    assert emulator.calls[0].peer_connection is None and not client.events("rtc.call.sdp.created")
+
+
+async def test_unknown_session_field_in_session_update_changes_nothing(emulator: Emulator, connect: Any) -> None:
+    client = await connect()
+    await client.call({"instructions": "Be brief."})
+    update = {"type": "session.update", "event_id": "evt_9", "session": {"instructions": "Be long.", "colour": 1}}
+    await client.send(update)
+    err = await client.wait_for("error", channel="control")
+    assert err["error"]["code"] == "invalid_session_field" and err["error"]["event_id"] == "evt_9"
+    assert "extra fields not permitted" in err["error"]["message"] and "colour" in err["error"]["message"]
+    assert emulator.calls[0].effective_session["instructions"] == "Be brief."
+    assert len(client.events("session.updated")) == 1  # the one for the offer's session
+    # The call goes on.
+    await client.send(protocol.session_update({"instructions": "Be kind."}))
+    await asyncio.sleep(0.3)
+    assert client.events("session.updated")[-1]["session"]["instructions"] == "Be kind."
+
+
+def test_session_fields_cover_the_documented_ones() -> None:
+    documented = {"modalities", "instructions", "voice", "turn_detection", "tools", "tool_choice", "temperature"}
+    assert documented | protocol.FORBIDDEN_SESSION_KEYS <= SESSION_FIELDS
+    assert {"interim_response", "interim-response"} <= SESSION_FIELDS
+    assert unknown_session_fields({"voice": {}, "id": "sess_1", "wake_word": 1}) == ["id", "wake_word"]
+
+
+async def test_require_headers_and_label_api_versions(connect: Any) -> None:
+    settings = EmulatorSettings(api_versions=("v1",), require_headers={"VoiceLive-Features": "webrtc=V1Preview"})
+    async with Emulator(settings) as em:
+        url = ws_url(em, query="api-version=v1&model=gpt-realtime")
+        err = await refused(url, {"api-key": "k"})
+        assert err.response.status_code == 400
+        body = json.loads(err.response.body)["error"]
+        assert "VoiceLive-Features: webrtc=V1Preview" in body["message"] and "did not send it" in body["message"]
+        err = await refused(url, {"api-key": "k", "VoiceLive-Features": "webrtc=V2Preview"})
+        assert err.response.status_code == 400 and "another value" in err.response.body.decode()
+        err = await refused(ws_url(em), {"api-key": "k", "VoiceLive-Features": "webrtc=V1Preview"})
+        assert err.response.status_code == 400 and "v1" in err.response.body.decode()  # the old version
+        for value in ("webrtc=V1Preview", "other=V1Preview, webrtc=V1Preview"):
+            client = await connect(url, headers={"api-key": "k", "voicelive-features": value})
+            await client.wait_for("session.created")
+            await client.close()
+        assert [c.upgrade.api_version for c in em.calls] == ["v1", "v1"]
+
+
+async def test_every_event_is_one_the_client_knows_and_every_client_event_is_handled() -> None:
+    known = set(protocol.EVENT_TYPES) | protocol.KNOWN_UNTYPED
+    assert set(events.ROUTES) <= known, set(events.ROUTES) - known
+    handled = set(EmulatorCall.HANDLERS)
+    assert handled >= protocol.CLIENT_EVENT_TYPES, protocol.CLIENT_EVENT_TYPES - handled
+    assert all(hasattr(EmulatorCall, name) for name in EmulatorCall.HANDLERS.values())
+    with pytest.raises(ValueError):
+        events._event("response.audio.delta")  # not an event the emulator sends over WebRTC
 
 
 # --------------------------------------------------------------------------------------------------
@@ -723,5 +1086,28 @@ def test_transcript_deltas_join_back() -> None:
 
 def test_faults_default_off() -> None:
     assert Faults() == Faults(refuse_auth=False, reject_status=None, never_answer=False)
+    assert not Faults().unknown_output_clear and not Faults().error_before_answer
     with pytest.raises(ValueError):
         EmulatorSettings(reply_mode="file")
+    assert EmulatorSettings().output_order == "webrtc"
+    with pytest.raises(ValueError):
+        EmulatorSettings(output_order="done-first")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        EmulatorSettings(generation_s=-1)
+
+
+def test_cli_emulator_flags() -> None:
+    from agent.cli import build_parser, parse_faults, parse_headers
+    from agent.emulator.settings import OUTPUT_ORDERS
+
+    flags = ["--output-order", "audio-first", "--generation-s", "0.5", "--api-version", "v1"]
+    flags += ["--require-header", "VoiceLive-Features=webrtc=V1Preview", "--fault", "unknown_output_clear"]
+    args = build_parser().parse_args(["emulator", *flags])
+    assert (args.output_order, args.generation_s, args.api_version) == ("audio-first", 0.5, ["v1"])
+    assert parse_headers(args.require_header) == {"VoiceLive-Features": "webrtc=V1Preview"}
+    assert parse_faults(args.fault).unknown_output_clear
+    faults = parse_faults(["call_error", "call_error_message=Remote client allocation failed: x"])
+    assert faults.call_error_message == "Remote client allocation failed: x"
+    emulator_parser = build_parser()._subparsers._group_actions[0].choices["emulator"]  # type: ignore[union-attr]
+    order = next(a for a in emulator_parser._actions if a.dest == "output_order")
+    assert tuple(order.choices) == OUTPUT_ORDERS

@@ -116,12 +116,15 @@ def preroll_lost_ms(command16: np.ndarray, received48: np.ndarray, window_ms: in
     return lost
 
 
-async def run_audio_bench(call_s: float = 60.0, answer_delay_s: float = 0.5, wake_gap_s: float = 0.0) -> dict[str, Any]:
+async def run_audio_bench(
+    call_s: float = 60.0, answer_delay_s: float = 0.5, wake_gap_s: float = 0.0, output_order: str = "webrtc"
+) -> dict[str, Any]:
     script = build_script(call_s, wake_gap_s)
     with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as tmp:
         tmpdir = Path(tmp)
         use_file_plugin(tmpdir)
-        async with emulator_process(tmpdir, "--fault", f"answer_delay_s={answer_delay_s}") as emu:
+        order = ("--output-order", output_order)
+        async with emulator_process(tmpdir, "--fault", f"answer_delay_s={answer_delay_s}", *order) as emu:
             return await _measure(script, tmpdir, emu.url, emu.key, emu.record_dir, call_s)
 
 

@@ -10,30 +10,40 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
+from ..voicelive import protocol as p
 from ..voicelive.protocol import new_event_id
 
 Route = Literal["control", "data", "both"]
 
 #: Where each server event goes. Events on "both" carry the same event_id on both channels, as the
-#: real service's duplicates do, so the client's de-duplication is exercised.
+#: real service's duplicates do, so the client's de-duplication is exercised. Every type the emulator
+#: sends is listed here (`_event` refuses others), and a test checks the client parses each of them.
 ROUTES: dict[str, Route] = {
-    "session.created": "control",
-    "session.updated": "control",
-    "rtc.call.sdp.created": "control",
-    "rtc.call.error": "control",
-    "error": "control",
+    p.SessionCreated.TYPE: "control",
+    p.SessionUpdated.TYPE: "control",
+    p.RtcCallSdpCreated.TYPE: "control",
+    p.RtcCallError.TYPE: "control",
+    p.Error.TYPE: "control",
+    "warning": "control",
     "conversation.item.created": "control",
-    "input_audio_buffer.speech_started": "both",
-    "input_audio_buffer.speech_stopped": "both",
+    "conversation.item.retrieved": "control",
+    "conversation.item.truncated": "control",
+    "conversation.item.deleted": "control",
+    p.SpeechStarted.TYPE: "both",
+    p.SpeechStopped.TYPE: "both",
     "input_audio_buffer.committed": "data",
-    "response.created": "data",
-    "response.done": "data",
-    "response.audio_transcript.delta": "data",
-    "response.audio_transcript.done": "both",
-    "output_audio_buffer.started": "data",
-    "output_audio_buffer.stopped": "data",
-    "output_audio_buffer.cleared": "data",
+    "input_audio_buffer.cleared": "control",
+    p.ResponseCreated.TYPE: "data",
+    p.ResponseDone.TYPE: "data",
+    p.TranscriptDelta.TYPE: "data",
+    p.TranscriptDone.TYPE: "both",
+    p.OutputAudioStarted.TYPE: "data",
+    p.OutputAudioStopped.TYPE: "data",
+    p.OutputAudioCleared.TYPE: "data",
 }
+
+#: The one type sent on purpose that no client knows (the `unknown_events` fault).
+UNKNOWN_EVENT_TYPE = "emulator.unknown_event"
 
 DEFAULT_VOICE = {"type": "azure-standard", "name": "en-US-AvaNeural"}
 
@@ -41,6 +51,8 @@ Event = dict[str, Any]
 
 
 def _event(etype: str, **fields: Any) -> Event:
+    if etype not in ROUTES and etype != UNKNOWN_EVENT_TYPE:
+        raise ValueError(f"{etype!r} is not an event the emulator sends (add it to events.ROUTES)")
     return {"type": etype, "event_id": new_event_id("event"), **fields}
 
 
@@ -76,30 +88,37 @@ def default_session(model: str | None, silence_ms: int, prefix_padding_ms: int) 
 
 
 def session_created(session: dict[str, Any]) -> Event:
-    return _event("session.created", session=session)
+    return _event(p.SessionCreated.TYPE, session=session)
 
 
 def session_updated(session: dict[str, Any]) -> Event:
-    return _event("session.updated", session=session)
+    return _event(p.SessionUpdated.TYPE, session=session)
 
 
 def sdp_created(rtc_call_id: str, sdp_answer: str) -> Event:
-    return _event("rtc.call.sdp.created", rtc_call_id=rtc_call_id, sdp_answer=sdp_answer)
+    return _event(p.RtcCallSdpCreated.TYPE, rtc_call_id=rtc_call_id, sdp_answer=sdp_answer)
 
 
 def call_error(code: str, message: str, *, error_type: str = "invalid_request_error") -> Event:
     return _event(
-        "rtc.call.error",
+        p.RtcCallError.TYPE,
         operation="rtc.call.sdp.create",
         error={"type": error_type, "code": code, "message": message},
     )
 
 
-def error(code: str, message: str, client_event_id: str | None, *, param: str | None = None) -> Event:
+def error(
+    code: str,
+    message: str,
+    client_event_id: str | None,
+    *,
+    param: str | None = None,
+    error_type: str = "invalid_request_error",
+) -> Event:
     return _event(
-        "error",
+        p.Error.TYPE,
         error={
-            "type": "invalid_request_error",
+            "type": error_type,
             "code": code,
             "message": message,
             "param": param,
@@ -112,12 +131,30 @@ def item_created(item: dict[str, Any], previous_item_id: str | None) -> Event:
     return _event("conversation.item.created", previous_item_id=previous_item_id, item=item)
 
 
+def item_retrieved(item: dict[str, Any]) -> Event:
+    return _event("conversation.item.retrieved", item=item)
+
+
+def item_truncated(item_id: Any, content_index: Any, audio_end_ms: Any) -> Event:
+    return _event(
+        "conversation.item.truncated", item_id=item_id, content_index=content_index, audio_end_ms=audio_end_ms
+    )
+
+
+def item_deleted(item_id: Any) -> Event:
+    return _event("conversation.item.deleted", item_id=item_id)
+
+
+def input_cleared() -> Event:
+    return _event("input_audio_buffer.cleared")
+
+
 def speech_started(audio_start_ms: int, item_id: str) -> Event:
-    return _event("input_audio_buffer.speech_started", audio_start_ms=audio_start_ms, item_id=item_id)
+    return _event(p.SpeechStarted.TYPE, audio_start_ms=audio_start_ms, item_id=item_id)
 
 
 def speech_stopped(audio_end_ms: int, item_id: str) -> Event:
-    return _event("input_audio_buffer.speech_stopped", audio_end_ms=audio_end_ms, item_id=item_id)
+    return _event(p.SpeechStopped.TYPE, audio_end_ms=audio_end_ms, item_id=item_id)
 
 
 def committed(item_id: str, previous_item_id: str | None) -> Event:
@@ -137,7 +174,7 @@ def response_object(response_id: str, status: str, **extra: Any) -> dict[str, An
 
 
 def response_created(response_id: str) -> Event:
-    return _event("response.created", response=response_object(response_id, "in_progress"))
+    return _event(p.ResponseCreated.TYPE, response=response_object(response_id, "in_progress"))
 
 
 def response_done(
@@ -148,14 +185,14 @@ def response_done(
 ) -> Event:
     details = {"type": status, "reason": reason} if status == "cancelled" else None
     return _event(
-        "response.done",
+        p.ResponseDone.TYPE,
         response=response_object(response_id, status, status_details=details, usage=usage),
     )
 
 
 def transcript_delta(response_id: str, item_id: str, delta: str) -> Event:
     return _event(
-        "response.audio_transcript.delta",
+        p.TranscriptDelta.TYPE,
         response_id=response_id,
         item_id=item_id,
         output_index=0,
@@ -166,7 +203,7 @@ def transcript_delta(response_id: str, item_id: str, delta: str) -> Event:
 
 def transcript_done(response_id: str, item_id: str, transcript: str) -> Event:
     return _event(
-        "response.audio_transcript.done",
+        p.TranscriptDone.TYPE,
         response_id=response_id,
         item_id=item_id,
         output_index=0,
@@ -176,20 +213,20 @@ def transcript_done(response_id: str, item_id: str, transcript: str) -> Event:
 
 
 def output_started(response_id: str) -> Event:
-    return _event("output_audio_buffer.started", response_id=response_id)
+    return _event(p.OutputAudioStarted.TYPE, response_id=response_id)
 
 
 def output_stopped(response_id: str) -> Event:
-    return _event("output_audio_buffer.stopped", response_id=response_id)
+    return _event(p.OutputAudioStopped.TYPE, response_id=response_id)
 
 
 def output_cleared(response_id: str) -> Event:
-    return _event("output_audio_buffer.cleared", response_id=response_id)
+    return _event(p.OutputAudioCleared.TYPE, response_id=response_id)
 
 
 def unknown_event() -> Event:
     """An event of a type no client knows, for the `unknown_events` fault."""
-    return _event("emulator.unknown_event", note="a type the client has never heard of")
+    return _event(UNKNOWN_EVENT_TYPE, note="a type the client has never heard of")
 
 
 MALFORMED_JSON = '{"type": "session.updated", "event_id": "event_broken", "session": {'

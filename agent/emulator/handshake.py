@@ -103,6 +103,16 @@ def _authorized(kind: str, value: str, settings: EmulatorSettings) -> bool:
     return settings.bearer_token is not None and _same(value, settings.bearer_token)
 
 
+def missing_header(headers: Headers, required: dict[str, str]) -> tuple[str, str] | None:
+    """The first required (name, value) the request lacks. Names match case-insensitively; a header
+    satisfies a value if it equals it or lists it among comma-separated items ("a=V1Preview, b=V1Preview")."""
+    for name, value in required.items():
+        items = [item.strip() for given in headers.get_all(name) for item in given.split(",")]
+        if value.strip() not in items:
+            return name, value
+    return None
+
+
 def check_upgrade(target: str, headers: Headers, settings: EmulatorSettings) -> Rejection | Upgrade:
     """Decide on one upgrade request (`target` is the request path with its query)."""
     parts = urlsplit(target)
@@ -133,6 +143,15 @@ def check_upgrade(target: str, headers: Headers, settings: EmulatorSettings) -> 
             400,
             "BadRequest",
             f"The api-version '{version}' is not supported on {CALLS_PATH}. Supported: {supported}.",
+        )
+    missing = missing_header(headers, settings.require_headers)
+    if missing is not None:
+        name, value = missing
+        return Rejection(
+            400,
+            "BadRequest",
+            f"This endpoint needs the header '{name}: {value}' (api-version {version}); the request "
+            f"{'had it with another value' if name in headers else 'did not send it'}.",
         )
     model = query.get("model") or None
     agent = query.get("agent-name") or None

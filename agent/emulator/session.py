@@ -6,6 +6,12 @@ RTP audio, and speaks back on its own track, sending the lifecycle events on the
 uses (some on both, with one event_id). It also keeps a record of everything that happened (events both
 ways, the audio, the moments that matter for latency), which is what tests and the demo look at.
 
+A response follows `EmulatorSettings.output_order`: in the default "webrtc" order generation (which ends
+with `response.done`) and the output audio buffer (which streams the reply's audio in real time and ends
+with `output_audio_buffer.stopped`, or `cleared`) are two separate things, as over the real service's
+WebRTC (voicelive-webrtc.md section 9): `response.cancel` stops the first, `output_audio_buffer.clear` the
+second, and a barge-in under server VAD both.
+
 Everything the call sends goes through `_emit`, which is synchronous: control messages are queued for one
 writer task (so they leave in the order they were produced), data-channel messages are sent at once, or
 queued until the channel opens.
@@ -21,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
@@ -32,6 +38,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..voicelive.ice import rtc_configuration
 from ..voicelive.protocol import DATA_CHANNEL_LABEL, FORBIDDEN_SESSION_KEYS, new_event_id
+from ..voicelive.session_fields import unknown_session_fields
 from . import events
 from .handshake import Upgrade
 from .negotiation import OfferError, answer_offer
@@ -48,6 +55,8 @@ Event = dict[str, Any]
 DATA_QUEUE_LIMIT = 1000
 #: Mic audio kept for `received_audio()` and parrot replies (at 96 kB/s, a long demo would grow forever).
 MAX_RECORDED_AUDIO_S = 600.0
+#: The client event that cuts the reply's audio (WebRTC only; voicelive-webrtc.md section 9).
+OUTPUT_CLEAR = "output_audio_buffer.clear"
 
 
 @dataclass
@@ -57,7 +66,18 @@ class _Response:
     playback: Playback
     reply: Reply
     input_s: float
+    created_t: float = 0.0
+    #: Seconds to generate the whole reply (the "webrtc" and "no-buffer-events" orders).
+    generation_s: float = 0.0
+    generating: bool = True
     task: asyncio.Task[None] | None = None
+
+    def generated_samples(self, now: float) -> int:
+        """How much of the reply's audio exists at `now`: the same fraction as the time spent generating."""
+        total = len(self.reply.samples)
+        if self.generation_s <= 0:
+            return total
+        return min(total, int(total * (now - self.created_t) / self.generation_s))
 
 
 class EmulatorCall:
@@ -109,7 +129,10 @@ class EmulatorCall:
         self._speech_start_ms = 0
         self._last_item_id: str | None = None
         self._utterance: tuple[int, int] | None = None  # (start_ms, end_ms) of the last one
-        self._current: _Response | None = None
+        #: The response being generated (in the "audio-first" order: until its audio ended).
+        self._active: _Response | None = None
+        #: Items the conversation holds, for `conversation.item.retrieve`.
+        self._items: dict[str, dict[str, Any]] = {}
 
     # ----------------------------------------------------------------------------------------------
     # Record
@@ -290,26 +313,50 @@ class EmulatorCall:
         event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
         log.debug("<- control %s", etype)
         handler = self._handlers().get(etype) if isinstance(etype, str) else None
+        if etype == OUTPUT_CLEAR and self._settings.faults.unknown_output_clear:
+            log.info("fault unknown_output_clear: answering %s as an unknown event", etype)
+            handler = None
         if handler is None:
             self._emit(events.error("unknown_event", f"Unknown event type {etype!r}.", event_id, param="type"))
             return
         await handler(event, event_id)
 
+    #: The client events the emulator handles, and the method that does. Anything else gets an `error`.
+    HANDLERS: ClassVar[dict[str, str]] = {
+        "rtc.call.sdp.create": "_on_sdp_create",
+        "session.update": "_on_session_update",
+        "response.create": "_on_response_create",
+        "response.cancel": "_on_response_cancel",
+        "conversation.item.create": "_on_item_create",
+        "conversation.item.retrieve": "_on_item_retrieve",
+        "conversation.item.truncate": "_on_item_truncate",
+        "conversation.item.delete": "_on_item_delete",
+        "input_audio_buffer.clear": "_on_input_clear",
+        "input_audio_buffer.commit": "_on_input_commit",
+        OUTPUT_CLEAR: "_on_output_clear",
+    }
+
     def _handlers(self) -> dict[str, Any]:
-        return {
-            "rtc.call.sdp.create": self._on_sdp_create,
-            "session.update": self._on_session_update,
-            "response.create": self._on_response_create,
-            "response.cancel": self._on_response_cancel,
-            "conversation.item.create": self._on_item_create,
-            "conversation.item.truncate": self._on_item_truncate,
-            "conversation.item.delete": self._on_item_delete,
-            "input_audio_buffer.clear": self._on_input_clear,
-            "output_audio_buffer.clear": self._on_output_clear,
-        }
+        return {etype: getattr(self, name) for etype, name in self.HANDLERS.items()}
 
     def _forbidden(self, session: dict[str, Any]) -> list[str]:
         return sorted(FORBIDDEN_SESSION_KEYS & session.keys())
+
+    def _refuse_unknown_fields(self, session: dict[str, Any], event_id: str | None) -> list[str]:
+        """Send the service's `error` for session keys it does not know; returns them (empty: all known)."""
+        unknown = unknown_session_fields(session)
+        if unknown:
+            names = ", ".join(f"session.{k}" for k in unknown)
+            log.info("refused unknown session field(s): %s", names)
+            self._emit(
+                events.error(
+                    "invalid_session_field",
+                    f"Invalid session: {names}: extra fields not permitted.",
+                    event_id,
+                    param=f"session.{unknown[0]}",
+                )
+            )
+        return unknown
 
     async def _on_sdp_create(self, event: Event, event_id: str | None) -> None:
         faults = self._settings.faults
@@ -319,6 +366,16 @@ class EmulatorCall:
         session = event.get("session")
         if session is not None and not isinstance(session, dict):
             self._emit(events.call_error("invalid_session", "'session' must be an object."))
+            return
+        unknown = self._refuse_unknown_fields(session or {}, event_id)
+        if unknown:
+            # Strict: the session is invalid, so no call is set up either.
+            self._emit(
+                events.call_error(
+                    "invalid_session_field",
+                    f"The session has fields that are not permitted: {', '.join(unknown)}.",
+                )
+            )
             return
         bad = self._forbidden(session or {})
         if bad:
@@ -340,15 +397,19 @@ class EmulatorCall:
         if faults.answer_delay_s > 0:
             log.info("fault answer_delay_s: answering in %.1f s", faults.answer_delay_s)
             await asyncio.sleep(faults.answer_delay_s)
-        if faults.call_error:
-            log.info("fault call_error: answering with rtc.call.error")
+        if faults.error_before_answer:
+            log.info("fault error_before_answer: an error event before the answer")
             self._emit(
-                events.call_error(
-                    faults.call_error_code,
-                    "Remote client allocation failed (emulated fault).",
+                events.error(
+                    "emulated_error_before_answer",
+                    "An error before the SDP answer (emulated fault); the answer follows.",
+                    event_id,
                     error_type="server_error",
                 )
             )
+        if faults.call_error:
+            log.info("fault call_error: answering with rtc.call.error")
+            self._emit(events.call_error(faults.call_error_code, faults.call_error_message, error_type="server_error"))
             return
 
         pc = RTCPeerConnection(rtc_configuration([]))
@@ -390,6 +451,8 @@ class EmulatorCall:
         if not isinstance(session, dict):
             self._emit(events.error("invalid_session", "'session' must be an object.", event_id, param="session"))
             return
+        if self._refuse_unknown_fields(session, event_id):
+            return  # the session stays as it was; the call goes on
         bad = self._forbidden(session)
         if bad:
             self._emit(
@@ -430,7 +493,7 @@ class EmulatorCall:
         if self._pc is None:
             self._emit(events.error("invalid_state", "No call yet: send rtc.call.sdp.create first.", event_id))
             return
-        if self._current is not None:
+        if self._active is not None:
             self._emit(
                 events.error(
                     "conversation_already_has_active_response",
@@ -443,7 +506,24 @@ class EmulatorCall:
         self._start_response(self._reply_to_utterance(), input_s=input_s)
 
     async def _on_response_cancel(self, event: Event, event_id: str | None) -> None:
-        self._cancel_response("client_cancelled")
+        """Stops generation only (the audio already generated streams on), as the service does over
+        WebRTC; with nothing generating, the service answers with an error and the call goes on."""
+        response = self._active
+        wanted = event.get("response_id")
+        if response is None or (isinstance(wanted, str) and wanted != response.id):
+            self._emit(
+                events.error(
+                    "response_cancel_not_active",
+                    "Cancellation failed: no active response found.",
+                    event_id,
+                    param="response_id" if isinstance(wanted, str) else None,
+                )
+            )
+            return
+        if self._settings.output_order == "audio-first":
+            self._cancel_response("client_cancelled")
+        else:
+            self._cancel_generation(response, "client_cancelled")
 
     async def _on_item_create(self, event: Event, event_id: str | None) -> None:
         item = event.get("item")
@@ -454,26 +534,52 @@ class EmulatorCall:
         item.setdefault("id", new_event_id("item"))
         previous = event.get("previous_item_id") or self._last_item_id
         self._last_item_id = item["id"]
+        self._items[item["id"]] = item
         self._emit(events.item_created(item, previous))
+
+    async def _on_item_retrieve(self, event: Event, event_id: str | None) -> None:
+        item = self._items.get(event.get("item_id"))  # type: ignore[arg-type]
+        if item is None:
+            self._emit(
+                events.error("item_not_found", f"Item {event.get('item_id')!r} not found.", event_id, param="item_id")
+            )
+            return
+        self._emit(events.item_retrieved(item))
 
     async def _on_item_truncate(self, event: Event, event_id: str | None) -> None:
         self._emit(
-            events._event(
-                "conversation.item.truncated",
-                item_id=event.get("item_id"),
-                content_index=event.get("content_index", 0),
-                audio_end_ms=event.get("audio_end_ms", 0),
-            )
+            events.item_truncated(event.get("item_id"), event.get("content_index", 0), event.get("audio_end_ms", 0))
         )
 
     async def _on_item_delete(self, event: Event, event_id: str | None) -> None:
-        self._emit(events._event("conversation.item.deleted", item_id=event.get("item_id")))
+        self._items.pop(event.get("item_id"), None)  # type: ignore[arg-type]
+        self._emit(events.item_deleted(event.get("item_id")))
 
     async def _on_input_clear(self, event: Event, event_id: str | None) -> None:
-        self._emit(events._event("input_audio_buffer.cleared"))
+        self._emit(events.input_cleared())
+
+    async def _on_input_commit(self, event: Event, event_id: str | None) -> None:
+        """The input buffer always holds audio here (RTP flows all the time), so a commit makes an item."""
+        self._commit(new_event_id("item"))
+
+    def _commit(self, item_id: str) -> None:
+        """`input_audio_buffer.committed`: the caller's audio becomes a user message item."""
+        self._emit(events.committed(item_id, self._last_item_id))
+        self._items[item_id] = {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "role": "user",
+            "status": "completed",
+            "content": [{"type": "input_audio", "transcript": None}],
+        }
+        self._last_item_id = item_id
 
     async def _on_output_clear(self, event: Event, event_id: str | None) -> None:
-        self._cancel_response("client_cancelled")
+        if self._settings.output_order == "audio-first":
+            self._cancel_response("client_cancelled")
+        else:
+            self._clear_output()
 
     # ----------------------------------------------------------------------------------------------
     # Peer connection
@@ -551,17 +657,16 @@ class EmulatorCall:
             self._speech_start_ms = vad_event.ms
             self.speech_started_t.append(time.monotonic())
             self._emit(events.speech_started(vad_event.ms, self._speech_item))
-            if self._current is not None and td.get("interrupt_response", True):
-                self._cancel_response("turn_detected")
+            if td.get("interrupt_response", True):
+                self._barge_in()
             return
         item_id = self._speech_item or new_event_id("item")
         self._speech_item = None
         self.speech_stopped_t.append(time.monotonic())
         self._emit(events.speech_stopped(vad_event.ms, item_id))
-        self._emit(events.committed(item_id, self._last_item_id))
-        self._last_item_id = item_id
+        self._commit(item_id)
         self._utterance = (self._speech_start_ms, vad_event.ms)
-        if td.get("create_response", True) and self._current is None:
+        if td.get("create_response", True) and self._active is None:
             self._start_response(self._reply_to_utterance(), input_s=self._utterance_s())
 
     def _utterance_s(self) -> float:
@@ -605,17 +710,109 @@ class EmulatorCall:
     # Responses
 
     def _start_response(self, reply: Reply, input_s: float) -> None:
+        response_id = new_event_id("resp")
+        order = self._settings.output_order
         response = _Response(
-            id=new_event_id("resp"),
+            id=response_id,
             item_id=new_event_id("item"),
-            playback=self._track.play(reply.samples),
+            playback=self._track.play(reply.samples, response_id),
             reply=reply,
             input_s=input_s,
+            created_t=time.monotonic(),
+            generation_s=min(self._settings.generation_s, reply.duration_s),
         )
-        self._current = response
+        self._active = response
         self.reply_audio.append(reply.samples)
         self._emit(events.response_created(response.id))
-        response.task = self._spawn(self._play_response(response), f"response-{response.id}")
+        if order == "audio-first":
+            response.task = self._spawn(self._play_response(response), f"response-{response.id}")
+            return
+        response.task = self._spawn(self._generate(response), f"generate-{response.id}")
+        self._spawn(self._stream(response, buffer_events=order == "webrtc"), f"stream-{response.id}")
+
+    async def _sleep_until(self, t: float) -> None:
+        await asyncio.sleep(max(0.0, t - time.monotonic()))
+
+    async def _generate(self, response: _Response) -> None:
+        """The "webrtc" orders: transcript deltas while generating, then `response.done` at the end of
+        generation, whatever the audio is doing (it streams on from the buffer)."""
+        deltas = transcript_deltas(response.reply.transcript)
+        for i, delta in enumerate(deltas):
+            await self._sleep_until(response.created_t + response.generation_s * (i + 1) / (len(deltas) + 1))
+            self._emit(events.transcript_delta(response.id, response.item_id, delta))
+        await self._sleep_until(response.created_t + response.generation_s)
+        self._emit(events.transcript_done(response.id, response.item_id, response.reply.transcript))
+        self._end_generation(response, "completed")
+
+    async def _stream(self, response: _Response, *, buffer_events: bool) -> None:
+        """The "webrtc" orders: `output_audio_buffer.started` with the first frame sent, `stopped` after
+        the last (none if the buffer was cleared first: the clear sent `cleared` instead)."""
+        playback = response.playback
+        await playback.started.wait()
+        if playback.first_frame_t is None:
+            return  # nothing of it was ever sent (cleared, or cancelled before any audio existed)
+        self.first_reply_frame_t.append(playback.first_frame_t)
+        if buffer_events:
+            self._emit(events.output_started(response.id))
+        await playback.finished.wait()
+        if buffer_events and not playback.cancelled:
+            self._emit(events.output_stopped(response.id))
+
+    def _end_generation(self, response: _Response, status: Literal["completed", "cancelled"], reason: str = "") -> None:
+        """`response.done`: generation is over. Cancelled, only the audio generated so far stays in the
+        buffer (and streams on); the usage counts that much."""
+        response.generating = False
+        if self._active is response:
+            self._active = None
+        output_s = response.reply.duration_s
+        if status == "cancelled":
+            generated = response.generated_samples(time.monotonic())
+            self._track.truncate(response.playback, generated)
+            output_s = response.playback.end / RATE
+            log.info(
+                "response %s cancelled (%s) with %.2f of %.2f s generated",
+                response.id,
+                reason,
+                output_s,
+                response.reply.duration_s,
+            )
+        self._emit(
+            events.response_done(
+                response.id,
+                status,
+                usage(response.input_s, output_s, response.reply.transcript),
+                reason=reason or None,
+            )
+        )
+
+    def _cancel_generation(self, response: _Response, reason: str) -> None:
+        if not response.generating:
+            return
+        if response.task is not None:
+            response.task.cancel()
+        self._end_generation(response, "cancelled", reason)
+
+    def _clear_output(self) -> None:
+        """Drop the whole output buffer at once: `output_audio_buffer.cleared` for the reply that was
+        streaming. With nothing streaming there is nothing to clear and nothing is sent. A reply still
+        generating keeps generating (only `response.cancel` stops that), but its audio is gone."""
+        for playback in self._track.clear():
+            if playback.first_frame_t is not None:
+                log.info("output buffer cleared after %.2f s of %s", playback.played_s, playback.tag)
+                if self._settings.output_order == "webrtc":
+                    self._emit(events.output_cleared(playback.tag))
+
+    def _barge_in(self) -> None:
+        """Server VAD with `interrupt_response`: the service cancels generation and clears its buffer."""
+        if self._settings.output_order == "audio-first":
+            if self._active is not None:
+                self._cancel_response("turn_detected")
+            return
+        if self._active is not None:
+            self._cancel_generation(self._active, "turn_detected")
+        self._clear_output()
+
+    # "audio-first": the emulator before issue 9, generation in step with the audio.
 
     async def _play_response(self, response: _Response) -> None:
         playback = response.playback
@@ -629,17 +826,17 @@ class EmulatorCall:
             self._emit(events.transcript_delta(response.id, response.item_id, delta))
         self._emit(events.transcript_done(response.id, response.item_id, transcript))
         await playback.finished.wait()
-        if playback.cancelled or self._current is not response:
+        if playback.cancelled or self._active is not response:
             return
-        self._current = None
+        self._active = None
         self._emit(events.output_stopped(response.id))
         self._emit(
             events.response_done(response.id, "completed", usage(response.input_s, playback.duration_s, transcript))
         )
 
     def _cancel_response(self, reason: str) -> None:
-        """Stop the current reply at once (barge-in or response.cancel); no-op without one."""
-        response, self._current = self._current, None
+        """The "audio-first" order: stop the current reply at once (barge-in, response.cancel, output clear)."""
+        response, self._active = self._active, None
         if response is None:
             return
         if response.task is not None:

@@ -2,9 +2,10 @@
 
 The real service sends RTP continuously, silence included (voicelive-webrtc.md, section 1.5), so a
 client cannot take "RTP is flowing" to mean "the model is speaking". This track does the same: it is
-paced at real time like aiortc's own `AudioStreamTrack`, plays one `Playback` at a time, and otherwise
-sends digital silence. The `stop_rtp_after_s` fault makes `recv()` hang mid-reply, which stops RTP for
-good, the way a stalled media server would.
+paced at real time like aiortc's own `AudioStreamTrack`, plays one `Playback` at a time (the others
+wait their turn, like the service's output buffer), and otherwise sends digital silence. The
+`stop_rtp_after_s` fault makes `recv()` hang mid-reply, which stops RTP for good, the way a stalled media
+server would.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import fractions
 import logging
 import time
+from collections import deque
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -28,34 +30,46 @@ TIME_BASE = fractions.Fraction(1, RATE)
 
 
 class Playback:
-    """One reply's audio on its way out. Events tell the session when its first and last frames went."""
+    """One reply's audio in the emulator's output buffer. Events tell the session when its first and last
+    frames went out; `end` (samples) can be lowered while it plays, when generation stopped early."""
 
-    def __init__(self, samples: np.ndarray) -> None:
+    def __init__(self, samples: np.ndarray, tag: str = "") -> None:
         self.samples = np.ascontiguousarray(samples, dtype=np.int16)
+        self.tag = tag  # the response id
         self.position = 0  # samples handed to aiortc so far
+        self.end = len(self.samples)  # samples that will be sent in all
         self.started = asyncio.Event()
         self.finished = asyncio.Event()
         self.first_frame_t: float | None = None
+        #: Dropped from the buffer (cleared or cancelled) before its end went out.
         self.cancelled = False
 
     @property
     def played_s(self) -> float:
-        return min(self.position, len(self.samples)) / RATE
+        return min(self.position, self.end) / RATE
 
     @property
     def duration_s(self) -> float:
         return len(self.samples) / RATE
 
+    def _finish(self, cancelled: bool) -> None:
+        self.cancelled = cancelled
+        self.started.set()
+        self.finished.set()
+
 
 class ReplyTrack(MediaStreamTrack):
-    """An audio track of 48 kHz mono s16 frames of 960 samples, with proper pts, forever."""
+    """An audio track of 48 kHz mono s16 frames of 960 samples, with proper pts, forever.
+
+    Replies queue up (the service's output buffer): each plays after the one before it ends.
+    """
 
     kind = "audio"
 
     def __init__(self, faults: Faults) -> None:
         super().__init__()
         self._faults = faults
-        self._playback: Playback | None = None
+        self._queue: deque[Playback] = deque()
         self._start: float | None = None
         self._timestamp = 0
         self._stopped = asyncio.Event()
@@ -63,21 +77,36 @@ class ReplyTrack(MediaStreamTrack):
         #: monotonic time RTP was stopped by the `stop_rtp_after_s` fault, if it was.
         self.rtp_stopped_t: float | None = None
 
-    def play(self, samples: np.ndarray) -> Playback:
-        """Start playing `samples` from the next frame on (the caller cancels any playback first)."""
-        if self._playback is not None:
-            self.cancel()
-        self._playback = Playback(samples)
-        return self._playback
+    @property
+    def playing(self) -> Playback | None:
+        """The playback streaming now (or next), if any."""
+        return self._queue[0] if self._queue else None
+
+    def play(self, samples: np.ndarray, tag: str = "") -> Playback:
+        """Queue `samples`: they start with the next frame after everything queued before them."""
+        playback = Playback(samples, tag)
+        self._queue.append(playback)
+        return playback
+
+    def truncate(self, playback: Playback, samples: int) -> None:
+        """Send no more than `samples` of `playback` (never less than what already went out)."""
+        playback.end = min(playback.end, max(samples, playback.position))
+        if playback.position >= playback.end and playback in self._queue:
+            self._queue.remove(playback)
+            playback._finish(cancelled=False)
+
+    def clear(self) -> list[Playback]:
+        """Drop everything queued, the playback streaming now included; the next frame is silence."""
+        dropped = list(self._queue)
+        self._queue.clear()
+        for playback in dropped:
+            playback._finish(cancelled=True)
+        return dropped
 
     def cancel(self) -> Playback | None:
-        """Drop the current playback at once; the next frame is silence."""
-        playback, self._playback = self._playback, None
-        if playback is not None:
-            playback.cancelled = True
-            playback.started.set()
-            playback.finished.set()
-        return playback
+        """Drop everything queued; returns the playback that was streaming, if any."""
+        dropped = self.clear()
+        return dropped[0] if dropped else None
 
     def stop(self) -> None:
         self._stopped.set()
@@ -108,7 +137,7 @@ class ReplyTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
 
-        playback = self._playback
+        playback = self.playing
         now = time.monotonic()
         stop_after = self._faults.stop_rtp_after_s
         if (
@@ -121,14 +150,14 @@ class ReplyTrack(MediaStreamTrack):
 
         chunk = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         if playback is not None:
-            part = playback.samples[playback.position : playback.position + FRAME_SAMPLES]
+            part = playback.samples[playback.position : min(playback.position + FRAME_SAMPLES, playback.end)]
             chunk[: len(part)] = part
-            playback.position += FRAME_SAMPLES
+            playback.position += len(part)
             if playback.first_frame_t is None:
                 playback.first_frame_t = now
                 playback.started.set()
-            if playback.position >= len(playback.samples):
-                self._playback = None
+            if playback.position >= playback.end:
+                self._queue.popleft()
                 playback.finished.set()
 
         frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
