@@ -8,6 +8,7 @@
     voice-agent detect [--json] [--sweep] FILE...       the wake word path on WAV files; threshold tuning
     voice-agent bench wake [--json]                     wake word CPU, latency and memory on this machine
     voice-agent bench audio [--json]                    audio path latency, pre-roll, barge-in, CPU in a call
+    voice-agent bench peers [--json]                    listening vs wyoming-openwakeword, bare openWakeWord
     voice-agent bench [all] [--json] [--soak N]         agent vs bare baselines, latencies, soak: one table
 
 Configuration errors exit with 78 (EX_CONFIG) and name the key, so systemd does not restart in a loop.
@@ -153,6 +154,14 @@ def _cmd_bench_audio(args: argparse.Namespace) -> int:
     out = asyncio.run(run_audio_bench(call_s=args.seconds, answer_delay_s=args.answer_delay))
     print(json.dumps(out) if args.json else summarize(out))
     return 0 if out["ok"] else 1
+
+
+def _cmd_bench_peers(args: argparse.Namespace) -> int:
+    from .bench.peers import run_peers_bench
+
+    _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
+    return run_peers_bench(as_json=args.json, seconds=max(10.0, args.seconds), clips=max(1, args.clips),
+                           window_s=max(1.0, args.window))  # fmt: skip
 
 
 def _cmd_bench_all(args: argparse.Namespace) -> int:
@@ -330,6 +339,24 @@ def build_parser() -> argparse.ArgumentParser:
     bwake.add_argument("--config", help="take wake.* from this YAML file")
     bwake.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     bwake.set_defaults(func=_cmd_bench_wake)
+    bpeers = benches.add_parser(
+        "peers",
+        help="the agent's listening vs wyoming-openwakeword and bare openWakeWord on the same audio",
+        description="Sets up wyoming-openwakeword 1.8.2 in a virtual environment of its own (under "
+        "~/.cache/voice-agent/peers, by package name from the package index; never in the agent's environment), "
+        "runs its server and a small Wyoming client on 127.0.0.1, and in the same run openWakeWord's "
+        "Model.predict (ONNX, TFLite), the agent's lean path (ONNX, TFLite) and the agent's listening path "
+        "(real ALSA capture through the file plugin), each in its own process, all fed the same audio at the "
+        "same moments: speech without the wake word, then \"hey jarvis\" clips. Prints CPU (median of windows, "
+        "and each thread), CPU per audio second as fast as it goes, RSS, detections and latency. Needs espeak-ng.",
+    )
+    bpeers.add_argument("--json", action="store_true", help="print one JSON object")
+    bpeers.add_argument("--seconds", type=float, default=180.0,
+                        help="seconds of speech without the wake word, at real time (default 180)")
+    bpeers.add_argument("--clips", type=int, default=8, help="\"hey jarvis\" clips after it (default 8)")
+    bpeers.add_argument("--window", type=float, default=10.0, help="CPU window in seconds (default 10)")
+    bpeers.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    bpeers.set_defaults(func=_cmd_bench_peers)
     baudio = benches.add_parser(
         "audio",
         help="uplink and downlink latency, pre-roll loss, catch-up, barge-in, underruns, CPU in a call",
