@@ -17,8 +17,9 @@ peak is what needed onnxruntime's arena off, see `oww_import`). Here every buffe
 Features openWakeWord has that this does not: its Silero VAD gate, Speex noise suppression, custom
 verifier models and multi-class classifiers; `wakeword.load_model` uses openWakeWord's Model for those.
 
-Runtimes: ONNX on onnxruntime with one thread, sequential execution and no CPU arena; TFLite on
-ai-edge-litert (`tflite_compat.litert_interpreter`) with one thread.
+Runtimes, by each file's format: ONNX on onnxruntime with one thread, sequential execution and no CPU
+arena; TFLite on ai-edge-litert (`tflite_compat.litert_interpreter`) with one thread. A process that
+runs only TFLite files never imports onnxruntime (about 20 MB resident), and the other way round.
 """
 
 from __future__ import annotations
@@ -97,20 +98,17 @@ class LeanModel:
     the same files; `reset()` forgets the audio so far."""
 
     def __init__(self, melspec: Path, embedding: Path, classifiers: Sequence[Path], framework: str) -> None:
-        if framework == "onnx":
-            options = onnx_session_options()
-
-            def runner(path: Path, shape: tuple[int, ...] | None = None) -> Any:
-                return _OnnxRunner(path, options)
-        elif framework == "tflite":
-            from .tflite_compat import litert_interpreter
-
-            interpreter_cls = litert_interpreter()
-
-            def runner(path: Path, shape: tuple[int, ...] | None = None) -> Any:
-                return _TfliteRunner(path, interpreter_cls, shape)
-        else:
+        if framework not in ("onnx", "tflite"):
             raise ValueError(f"unknown inference framework {framework!r}")
+
+        def runner(path: Path, shape: tuple[int, ...] | None = None) -> Any:
+            """Each file on its own format's runtime (a custom .onnx classifier with TFLite features)."""
+            if path.suffix == ".tflite":
+                from .tflite_compat import litert_interpreter
+
+                return _TfliteRunner(path, litert_interpreter(), shape)
+            return _OnnxRunner(path, onnx_session_options())
+
         self.framework = framework
         self._mel = runner(melspec, (1, MEL_CONTEXT + CHUNK))
         self._embedding = runner(embedding)

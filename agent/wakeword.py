@@ -133,15 +133,16 @@ class _ModelState:
     gate: ScoreGate
 
 
-def resolve_model_path(name: str, models_dir: Path, framework: str) -> Path:
+def resolve_model_path(name: str, models_dir: Path, framework: str, *, any_format: bool = False) -> Path:
     """A model by path (`/x/y.onnx`), or by name in the models folder (`hey_jarvis` finds
-    `hey_jarvis_v0.1.onnx`)."""
+    `hey_jarvis_v0.1.onnx`). A path must be of `framework`'s format unless `any_format` (the lean path
+    runs each classifier on its own format's runtime)."""
     ext = ".tflite" if framework == "tflite" else ".onnx"
     candidate = Path(name).expanduser()
     if candidate.suffix in (".onnx", ".tflite") or "/" in name:
         if not candidate.is_file():
             raise ConfigError("wake.models.name", f"model file {candidate} does not exist")
-        if candidate.suffix != ext:
+        if candidate.suffix != ext and not (any_format and candidate.suffix in (".onnx", ".tflite")):
             raise ConfigError("wake.models.name", f"{candidate} is not a {ext} model (inference_framework)")
         return candidate
     exact = models_dir / f"{name}{ext}"
@@ -184,8 +185,10 @@ def load_model(cfg: WakeConfig) -> tuple[Any, list[Path]]:
     openWakeWord's own Model (`lean_unsupported`), or a classifier is of a kind the lean path does not
     run. Raises ConfigError for anything the user can fix (a missing model, a missing optional package)."""
     feature_paths = _feature_paths(cfg)
-    paths = [resolve_model_path(m.name, cfg.resolved_models_dir(), cfg.inference_framework) for m in cfg.models]
     why = lean_unsupported(cfg)
+    models_dir = cfg.resolved_models_dir()
+    framework = cfg.inference_framework
+    paths = [resolve_model_path(m.name, models_dir, framework, any_format=why is None) for m in cfg.models]
     if why is None:
         from .oww_lean import LeanModel
 

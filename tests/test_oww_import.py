@@ -1,8 +1,8 @@
 """What the wake word detector brings into memory.
 
 - The lean path (the default) runs openWakeWord's model files without importing openwakeword at all
-  (nor scipy and scikit-learn), on onnxruntime sessions with one thread, sequential execution and no
-  CPU arena.
+  (nor scipy and scikit-learn); on TFLite (the default) it does not import onnxruntime either, and on
+  ONNX its sessions have one thread, sequential execution and no CPU arena.
 - openWakeWord's own Model (for the options only it has) loads without scipy and scikit-learn in memory
   and without onnxruntime's CPU arena (agent.oww_import), and the part of openWakeWord that needs scipy
   still works when used.
@@ -13,12 +13,21 @@ from __future__ import annotations
 import subprocess
 import sys
 
-LEAN = """
+DEFAULT = """
+import sys
+from agent.config import WakeConfig
+from agent.wakeword import WakeWordDetector
+detector = WakeWordDetector(WakeConfig())
+assert detector.engine == "lean" and detector.cfg.inference_framework == "tflite"
+print(sorted(m for m in ("openwakeword", "onnxruntime", "scipy", "sklearn", "tflite_runtime") if m in sys.modules))
+"""
+
+LEAN_ONNX = """
 import sys
 import onnxruntime
 from agent.config import WakeConfig
 from agent.wakeword import WakeWordDetector
-detector = WakeWordDetector(WakeConfig())
+detector = WakeWordDetector(WakeConfig(inference_framework="onnx"))
 assert detector.engine == "lean", detector.engine
 model = detector.model
 for runner in (model._mel, model._embedding, *model.models.values()):
@@ -32,7 +41,7 @@ MODEL = """
 import sys
 from agent.config import WakeConfig
 from agent.wakeword import load_openwakeword_model
-model = load_openwakeword_model(WakeConfig())
+model = load_openwakeword_model(WakeConfig(inference_framework="onnx"))
 heavy = sorted(m for m in ("scipy", "sklearn") if m in sys.modules)
 import onnxruntime
 sessions = [model.preprocessor.melspec_model, *model.models.values()]
@@ -51,8 +60,12 @@ def run(script: str) -> str:
     return proc.stdout
 
 
-def test_lean_detector_imports_no_openwakeword_and_runs_one_thread_without_arena() -> None:
-    assert run(LEAN).split() == ["[]"]
+def test_default_detector_imports_neither_openwakeword_nor_onnxruntime() -> None:
+    assert run(DEFAULT).split() == ["[]"]
+
+
+def test_lean_onnx_imports_no_openwakeword_and_runs_one_thread_without_arena() -> None:
+    assert run(LEAN_ONNX).split() == ["[]"]
 
 
 def test_model_loads_without_scipy_and_sklearn_and_the_verifier_still_imports() -> None:

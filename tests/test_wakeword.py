@@ -296,7 +296,7 @@ def test_tflite_on_litert_scores_like_onnx_and_leaks_no_module() -> None:
     model = load_openwakeword_model(cfg)  # openWakeWord's own Model on ai-edge-litert too
     assert all(isinstance(m, Interpreter) for m in model.models.values())
     assert sys.modules.get("tflite_runtime.interpreter") is before
-    onnx = score_trace(WakeConfig(), audio)
+    onnx = score_trace(WakeConfig(inference_framework="onnx"), audio)
     tflite = score_trace(cfg, audio)
     assert len(onnx) == len(tflite) and max(onnx) > 0.5
     assert max(abs(a - b) for a, b in zip(onnx, tflite, strict=True)) < 1e-3
@@ -354,10 +354,13 @@ def test_tflite_without_litert_says_what_to_install(monkeypatch: pytest.MonkeyPa
 
 
 def test_custom_models_folder_and_model_by_path(tmp_path) -> None:
+    """A models folder of one's own (the default TFLite format), a model by name in it, and a custom
+    model by path, also in the other format (the lean path runs each file on its own runtime)."""
     installed = WakeConfig().resolved_models_dir()
+    assert WakeConfig().inference_framework == "tflite"
     for name in ("melspectrogram", "embedding_model"):
-        shutil.copy(installed / f"{name}.onnx", tmp_path)
-    shutil.copy(installed / "hey_jarvis_v0.1.onnx", tmp_path / "my_word_v2.onnx")
+        shutil.copy(installed / f"{name}.tflite", tmp_path)
+    shutil.copy(installed / "hey_jarvis_v0.1.tflite", tmp_path / "my_word_v2.tflite")
     elsewhere = tmp_path / "sub" / "other.onnx"
     elsewhere.parent.mkdir()
     shutil.copy(installed / "hey_jarvis_v0.1.onnx", elsewhere)
@@ -368,6 +371,8 @@ def test_custom_models_folder_and_model_by_path(tmp_path) -> None:
     finally:
         d.close()
     assert sorted(x.model for x in found) == sorted(["my_word", str(elsewhere)])
+    with pytest.raises(ConfigError, match="is not a .tflite model"):  # openWakeWord's Model takes one format
+        load_openwakeword_model(cfg)
 
 
 @pytest.fixture(scope="module")
