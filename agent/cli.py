@@ -180,8 +180,8 @@ def _bench_table_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--soak", type=int, default=30,
                         help="conversations in a row for the soak, in one agent (default 30, the whole run then "
                         "takes under 5 minutes; 300 for a long soak; 0: none)")
-    parser.add_argument("--idle-seconds", type=float, default=30.0, help="the idle stretch measured (default 30)")
-    parser.add_argument("--call-seconds", type=float, default=20.0, help="the call stretch measured (default 20)")
+    parser.add_argument("--idle-seconds", type=float, default=25.0, help="the idle stretch measured (default 25)")
+    parser.add_argument("--call-seconds", type=float, default=15.0, help="the call stretch measured (default 15)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
 
 

@@ -22,7 +22,7 @@ def test_bench_defaults_fit_in_five_minutes() -> None:
     from agent.cli import build_parser
 
     args = build_parser().parse_args(["bench"])
-    assert (args.soak, args.conversations, args.idle_seconds, args.call_seconds) == (30, 20, 30.0, 20.0)
+    assert (args.soak, args.conversations, args.idle_seconds, args.call_seconds) == (30, 20, 25.0, 15.0)
     assert build_parser().parse_args(["bench", "--soak", "300"]).soak == 300
 
 

@@ -88,8 +88,8 @@ class BenchOptions:
     conversations: int = 20
     soak: int = 30  # about 5 s each; 300 for the long soak
     warmup: int = 5
-    idle_s: float = 30.0
-    call_s: float = 20.0
+    idle_s: float = 25.0
+    call_s: float = 15.0
     window_s: float = 5.0
 
 
