@@ -8,6 +8,7 @@
     voice-agent detect [--json] [--sweep] FILE...       the wake word path on WAV files; threshold tuning
     voice-agent bench wake [--json]                     wake word CPU, latency and memory on this machine
     voice-agent bench audio [--json]                    audio path latency, pre-roll, barge-in, CPU in a call
+    voice-agent bench peers [--json]                    listening vs wyoming-openwakeword, bare openWakeWord
     voice-agent bench [all] [--json] [--soak N]         agent vs bare baselines, latencies, soak: one table
 
 Configuration errors exit with 78 (EX_CONFIG) and name the key, so systemd does not restart in a loop.
@@ -173,6 +174,14 @@ def _cmd_bench_audio(args: argparse.Namespace) -> int:
     return 0 if out["ok"] else 1
 
 
+def _cmd_bench_peers(args: argparse.Namespace) -> int:
+    from .bench.peers import run_peers_bench
+
+    _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
+    return run_peers_bench(as_json=args.json, seconds=max(10.0, args.seconds), clips=max(1, args.clips),
+                           window_s=max(1.0, args.window))  # fmt: skip
+
+
 def _cmd_bench_all(args: argparse.Namespace) -> int:
     from .bench.table import BenchOptions, run_bench_table
 
@@ -186,10 +195,11 @@ def _bench_table_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--conversations", type=int, default=20,
                         help="conversations for the latency percentiles (default 20; the soak's count too)")
-    parser.add_argument("--soak", type=int, default=300,
-                        help="conversations in a row for the soak, in one agent (default 300; 0: none)")
-    parser.add_argument("--idle-seconds", type=float, default=30.0, help="the idle stretch measured (default 30)")
-    parser.add_argument("--call-seconds", type=float, default=30.0, help="the call stretch measured (default 30)")
+    parser.add_argument("--soak", type=int, default=30,
+                        help="conversations in a row for the soak, in one agent (default 30, the whole run then "
+                        "takes under 5 minutes; 300 for a long soak; 0: none)")
+    parser.add_argument("--idle-seconds", type=float, default=25.0, help="the idle stretch measured (default 25)")
+    parser.add_argument("--call-seconds", type=float, default=15.0, help="the call stretch measured (default 15)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
 
 
@@ -389,6 +399,24 @@ def build_parser() -> argparse.ArgumentParser:
     bwake.add_argument("--config", help="take wake.* from this YAML file")
     bwake.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     bwake.set_defaults(func=_cmd_bench_wake)
+    bpeers = benches.add_parser(
+        "peers",
+        help="the agent's listening vs wyoming-openwakeword and bare openWakeWord on the same audio",
+        description="Sets up wyoming-openwakeword 1.8.2 in a virtual environment of its own (under "
+        "~/.cache/voice-agent/peers, by package name from the package index; never in the agent's environment), "
+        "runs its server and a small Wyoming client on 127.0.0.1, and in the same run openWakeWord's "
+        "Model.predict (ONNX, TFLite), the agent's lean path (ONNX, TFLite) and the agent's listening path "
+        "(real ALSA capture through the file plugin), each in its own process, all fed the same audio at the "
+        "same moments: speech without the wake word, then \"hey jarvis\" clips. Prints CPU (median of windows, "
+        "and each thread), CPU per audio second as fast as it goes, RSS, detections and latency. Needs espeak-ng.",
+    )
+    bpeers.add_argument("--json", action="store_true", help="print one JSON object")
+    bpeers.add_argument("--seconds", type=float, default=180.0,
+                        help="seconds of speech without the wake word, at real time (default 180)")
+    bpeers.add_argument("--clips", type=int, default=8, help="\"hey jarvis\" clips after it (default 8)")
+    bpeers.add_argument("--window", type=float, default=10.0, help="CPU window in seconds (default 10)")
+    bpeers.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    bpeers.set_defaults(func=_cmd_bench_peers)
     baudio = benches.add_parser(
         "audio",
         help="uplink and downlink latency, pre-roll loss, catch-up, barge-in, underruns, CPU in a call",

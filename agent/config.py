@@ -160,7 +160,7 @@ class WakeModelConfig:
 @dataclass(frozen=True)
 class WakeConfig:
     models_dir: Path | None = None
-    inference_framework: Literal["onnx", "tflite"] = "onnx"
+    inference_framework: Literal["onnx", "tflite"] = "tflite"
     models: tuple[WakeModelConfig, ...] = (WakeModelConfig(),)
     vad_threshold: float = _f(0.0, 0.0, 1.0)
     speex_noise_suppression: bool = False

@@ -9,9 +9,13 @@ any size and rate (resampling once with PyAV), and turns scores into detections:
 - while the assistant speaks (`assistant_speaking`), its voice reaches the microphone: the detector then
   ignores the wake word, or asks for the higher `speaking_threshold` (`wake.suppress_while_speaking`).
 
-Options of openWakeWord itself: its Silero VAD gate (`wake.vad_threshold`; the VAD model is taken from
-the models folder, not from openWakeWord's package, which ships none) and Speex noise suppression.
-TFLite models run on ai-edge-litert (see `tflite_compat`).
+The models run on the lean path (`oww_lean`): openWakeWord's own model files (melspectrogram,
+embedding, the wake word classifiers) fed frame by frame, with the same scores as openWakeWord's `Model`
+for about 60% of its CPU and without importing the openwakeword package. Options only openWakeWord's
+Model has make the detector use it instead (`lean_unsupported`; `engine` says which runs): its Silero
+VAD gate (`wake.vad_threshold`; the VAD model is taken from the models folder, not from openWakeWord's
+package, which ships none) and Speex noise suppression. TFLite models run on ai-edge-litert (see
+`tflite_compat`).
 
 Each detection carries an estimate of when the wake phrase ended (`Detection.t_phrase_end`), for the
 call's pre-roll: openWakeWord fires a few hundred ms after the phrase, and what the user said in between
@@ -129,15 +133,16 @@ class _ModelState:
     gate: ScoreGate
 
 
-def resolve_model_path(name: str, models_dir: Path, framework: str) -> Path:
+def resolve_model_path(name: str, models_dir: Path, framework: str, *, any_format: bool = False) -> Path:
     """A model by path (`/x/y.onnx`), or by name in the models folder (`hey_jarvis` finds
-    `hey_jarvis_v0.1.onnx`)."""
+    `hey_jarvis_v0.1.onnx`). A path must be of `framework`'s format unless `any_format` (the lean path
+    runs each classifier on its own format's runtime)."""
     ext = ".tflite" if framework == "tflite" else ".onnx"
     candidate = Path(name).expanduser()
     if candidate.suffix in (".onnx", ".tflite") or "/" in name:
         if not candidate.is_file():
             raise ConfigError("wake.models.name", f"model file {candidate} does not exist")
-        if candidate.suffix != ext:
+        if candidate.suffix != ext and not (any_format and candidate.suffix in (".onnx", ".tflite")):
             raise ConfigError("wake.models.name", f"{candidate} is not a {ext} model (inference_framework)")
         return candidate
     exact = models_dir / f"{name}{ext}"
@@ -155,17 +160,57 @@ def resolve_model_path(name: str, models_dir: Path, framework: str) -> Path:
     )
 
 
-def load_model(cfg: WakeConfig) -> tuple[Any, list[Path]]:
-    """openWakeWord's Model for `cfg`, and the wake word model files it runs. Raises ConfigError for
-    anything the user can fix (a missing model, a missing optional package)."""
-    Model = model_class()  # openWakeWord's class, imported only when a detector is made
-
+def _feature_paths(cfg: WakeConfig) -> dict[str, Path]:
     models_dir = cfg.resolved_models_dir()
     ext = ".tflite" if cfg.inference_framework == "tflite" else ".onnx"
-    feature_paths = {n: models_dir / f"{n}{ext}" for n in ("melspectrogram", "embedding_model")}
-    for path in feature_paths.values():
+    paths = {n: models_dir / f"{n}{ext}" for n in ("melspectrogram", "embedding_model")}
+    for path in paths.values():
         if not path.is_file():
             raise ConfigError("wake.models_dir", f"{path} is missing: run install.sh to fetch the openWakeWord models")
+    return paths
+
+
+def lean_unsupported(cfg: WakeConfig) -> str | None:
+    """Why `cfg` needs openWakeWord's own Model (None: the lean path runs it)."""
+    if cfg.vad_threshold > 0:
+        return "wake.vad_threshold (openWakeWord's Silero VAD gate)"
+    if cfg.speex_noise_suppression:
+        return "wake.speex_noise_suppression"
+    return None
+
+
+def load_model(cfg: WakeConfig) -> tuple[Any, list[Path]]:
+    """The scorer for `cfg` and the wake word model files it runs: the lean path (`oww_lean.LeanModel`,
+    the same model files and scores without openWakeWord's Python wrapper) unless an option needs
+    openWakeWord's own Model (`lean_unsupported`), or a classifier is of a kind the lean path does not
+    run. Raises ConfigError for anything the user can fix (a missing model, a missing optional package)."""
+    feature_paths = _feature_paths(cfg)
+    why = lean_unsupported(cfg)
+    models_dir = cfg.resolved_models_dir()
+    framework = cfg.inference_framework
+    paths = [resolve_model_path(m.name, models_dir, framework, any_format=why is None) for m in cfg.models]
+    if why is None:
+        from .oww_lean import LeanModel
+
+        try:
+            model = LeanModel(feature_paths["melspectrogram"], feature_paths["embedding_model"], paths,
+                              cfg.inference_framework)  # fmt: skip
+        except ValueError as exc:  # a classifier the lean path does not run (several output classes)
+            why = str(exc)
+        else:
+            trim_heap()
+            return model, paths
+    log.info("wake word: openWakeWord's Model runs the models, for %s", why)
+    return load_openwakeword_model(cfg), paths
+
+
+def load_openwakeword_model(cfg: WakeConfig) -> Any:
+    """openWakeWord's own Model for `cfg` (the options the lean path has not, and the benchmarks'
+    baseline)."""
+    Model = model_class()  # openWakeWord's class, imported only when one is made
+
+    models_dir = cfg.resolved_models_dir()
+    feature_paths = _feature_paths(cfg)
     paths = [resolve_model_path(m.name, models_dir, cfg.inference_framework) for m in cfg.models]
     if cfg.speex_noise_suppression and importlib.util.find_spec("speexdsp_ns") is None:
         raise ConfigError(
@@ -198,7 +243,7 @@ def load_model(cfg: WakeConfig) -> tuple[Any, list[Path]]:
             model.vad = VAD(model_path=str(vad_path))
         model.vad_threshold = cfg.vad_threshold
     trim_heap()  # the models' start-up peak, freed: give it back (see oww_import)
-    return model, paths
+    return model
 
 
 class WakeWordDetector:
@@ -233,7 +278,8 @@ class WakeWordDetector:
         self.last_scores: dict[str, float] = {}
         self._prime()
         log.info(
-            "wake word models loaded (%s%s%s): %s",
+            "wake word models loaded (%s, %s%s%s): %s",
+            self.engine,
             self.cfg.inference_framework,
             f", VAD {cfg.vad_threshold}" if cfg.vad_threshold > 0 else "",
             ", Speex noise suppression" if cfg.speex_noise_suppression else "",
@@ -246,8 +292,15 @@ class WakeWordDetector:
 
     @property
     def model(self) -> Any:
-        """openWakeWord's Model (for the benchmark's bare measurement)."""
+        """What scores the frames: `oww_lean.LeanModel`, or openWakeWord's Model (see `engine`)."""
         return self._model
+
+    @property
+    def engine(self) -> str:
+        """"lean" (openWakeWord's model files run directly) or "openwakeword" (its Model)."""
+        from .oww_lean import LeanModel
+
+        return "lean" if isinstance(self._model, LeanModel) else "openwakeword"
 
     def _prime(self) -> None:
         silence = np.zeros(CHUNK, dtype=np.int16)

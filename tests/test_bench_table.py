@@ -16,6 +16,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def test_bench_defaults_fit_in_five_minutes() -> None:
+    """`voice-agent bench` with no options: a 30-conversation soak (300 on request) and stretches short
+    enough for the whole run to take under 5 minutes (measured: see the README)."""
+    from agent.cli import build_parser
+
+    args = build_parser().parse_args(["bench"])
+    assert (args.soak, args.conversations, args.idle_seconds, args.call_seconds) == (30, 20, 25.0, 15.0)
+    assert build_parser().parse_args(["bench", "--soak", "300"]).soak == 300
+
+
 @pytest.mark.timeout(180)
 def test_bench_table_json() -> None:
     env = {k: v for k, v in os.environ.items() if k != "VOICELIVE_API_KEY"}
@@ -36,4 +46,8 @@ def test_bench_table_json() -> None:
     for name in ("wake_to_first_rtp_ms", "wake_to_listening_ms", "end_of_speech_to_first_audio_ms"):
         assert out[name]["n"] == 2 and 0 < out[name]["p50"] <= out[name]["p95"], (name, out[name])
     assert out["goals"]["idle_rss_mb"]["value"] == out["idle_rss_mb"]
+    assert {k: g["goal"] for k, g in out["goals"].items()} == {
+        "idle_cpu_ratio": "<= 1.1", "call_cpu_ratio": "<= 1.15", "wake_to_first_rtp_ms.p50": "<= 100",
+        "idle_rss_mb": "<= 120",
+    }  # fmt: skip
     assert proc.returncode == (0 if all(g["met"] for g in out["goals"].values()) else 1), proc.stderr[-2000:]

@@ -25,7 +25,9 @@ def test_bench_wake_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(result["rtf_runs"]) == len(result["rtf_bare_runs"]) == 2
     assert result["rtf"] == pytest.approx(statistics.median(result["rtf_runs"]), rel=1e-3)
     assert result["ratio"] == pytest.approx(result["rtf"] / result["rtf_bare"], rel=1e-2)
-    assert 0 < result["rtf_bare"] < result["rtf"] * 1.5  # the same model runs in both
+    assert result["engine"] == "lean" and len(result["rtf_scorer_runs"]) == 2
+    assert 0 < result["rtf_scorer"] < result["rtf"] * 1.3  # the scorer is a part of the listening path
+    assert result["scorer_vs_bare"] == pytest.approx(result["rtf_scorer"] / result["rtf_bare"], rel=1e-2)
     assert result["blocks_dropped"] == 0
     assert result["detected"] == result["wake_phrases"] >= 1 and result["unmatched_detections"] == 0
     assert 0 < result["detect_latency_ms_p50"] < 1000

@@ -76,8 +76,8 @@ async def test_remote_frames_play_as_a_tone_in_real_time(alsa: Path, rate: int, 
     assert stats.underruns == 0 and stats.dropped_ms == 0 and stats.xruns == 0
     assert stats.state == "stopped"
     assert stats.audio_frames >= round(0.49 * rate)
-    # Silence is written while idle: the WAV spans the whole run, not just the tone.
-    assert len(frames) / rate > 0.55
+    # Nothing is written while nothing plays: the WAV starts with the tone, not with silence.
+    assert first < rate * 0.02
 
 
 async def test_volume_scales(alsa: Path) -> None:
@@ -253,6 +253,7 @@ async def test_write_error_reopens_and_xrun_is_counted() -> None:
         pcm_factory=factory,
     )
     await pb.start()
+    pb.write_pcm(sine(500, 1.0, 48000), 48000)  # audio to write: an idle device gets no writes
     try:
         await wait_until(lambda: pb.stats.reopen_count == 1 and pb.state == "running", 2, "the reopen")
         await wait_until(lambda: len(factory.opened[-1].written) >= 3, 2, "writes after the reopen")
@@ -275,6 +276,40 @@ async def test_stop_is_prompt_and_drops_queued_audio(alsa: Path) -> None:
     assert time.monotonic() - t0 < 0.1
     assert pb.buffered_s == 0
     assert not any(t.name.startswith("alsa-playback") for t in threading.enumerate())
+
+
+async def test_nothing_is_written_while_nothing_plays(alsa: Path) -> None:
+    """An idle speaker gets no stream of silence: the file plugin's output stays empty until audio is
+    queued, stops growing once it has played (after the `underrun_gap_ms` tail), and the device starts
+    again for the next clip."""
+    out = alsa / "out.wav"
+    pb = AlsaPlayback(config(out, rate=48000, channels=2), underrun_gap_ms=200)
+    await pb.start()
+    try:
+        await wait_until(lambda: pb.state == "running", 2, "running")
+        await asyncio.sleep(0.5)
+        assert pb.stats.written_frames == 0
+        assert not out.exists() or out.stat().st_size == 0  # the device is open, and got nothing
+        for _ in range(2):
+            before = pb.stats.written_frames
+            pb.write_pcm(sine(700, 0.2, 48000, amplitude=8000), 48000)
+            await play_out(pb)
+            await asyncio.sleep(0.4)  # the silence tail (200 ms) is over: the device is stopped
+            written = pb.stats.written_frames
+            size = out.stat().st_size
+            await asyncio.sleep(0.5)
+            assert pb.stats.written_frames == written and out.stat().st_size == size
+            assert 0.2 * 48000 <= written - before < 0.5 * 48000  # the clip and its tail, not 0.9 s of silence
+        assert pb.state == "running" and pb.stats.xruns == 0 and pb.stats.underruns == 0
+    finally:
+        await pb.stop()
+    _, _, frames = read_wav(out)
+    spans = np.flatnonzero(np.abs(frames[:, 0]) > 1000)
+    assert len(frames) < 2 * 0.5 * 48000  # two clips and their tails: nothing for the idle seconds
+    gaps = np.flatnonzero(np.diff(spans) > 48000 * 0.1)
+    assert len(gaps) == 1  # both clips played, one after the other, with only a tail of silence between
+    for first, last in ((spans[0], spans[gaps[0]]), (spans[gaps[0] + 1], spans[-1])):
+        assert abs((last - first) / 48000 - 0.2) < 0.005
 
 
 def test_playout_buffer_positions() -> None:

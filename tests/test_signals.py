@@ -124,7 +124,7 @@ async def test_sighup_reloads_and_a_bad_file_changes_nothing(tmp_path: Path) -> 
             proc.send_signal(signal.SIGHUP)
             await read_until(proc, "configuration not reloaded", seen)
             assert "logging.level: 'LOUD' is not one of" in seen[-1]
-            write_config(config, emu.url, tmp_path, wake={"inference_framework": "tflite"})
+            write_config(config, emu.url, tmp_path, wake={"inference_framework": "onnx"})
             proc.send_signal(signal.SIGHUP)
             await read_until(proc, "restart the service to apply them", seen)
             assert proc.returncode is None  # still running

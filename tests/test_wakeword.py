@@ -15,7 +15,17 @@ from agent.audio.frames import PcmBlock
 from agent.audio.resample import convert_pcm
 from agent.config import WakeConfig, WakeModelConfig
 from agent.errors import ConfigError
-from agent.wakeword import PHRASE_END_MARGIN_S, ScoreGate, WakeWordDetector, phrase_end_offset_s, resolve_model_path
+from agent.oww_lean import LeanModel
+from agent.wakeword import (
+    PHRASE_END_MARGIN_S,
+    ScoreGate,
+    WakeWordDetector,
+    lean_unsupported,
+    load_model,
+    load_openwakeword_model,
+    phrase_end_offset_s,
+    resolve_model_path,
+)
 
 from .speech import brown_noise, espeak
 
@@ -264,22 +274,76 @@ def score_trace(cfg: WakeConfig, audio: np.ndarray) -> list[float]:
     return trace
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is None, reason="ai-edge-litert not installed")
+HAS_LITERT = importlib.util.find_spec("ai_edge_litert") is not None
+NO_LITERT = pytest.mark.skipif(not HAS_LITERT, reason="ai-edge-litert not installed")
+FRAMEWORKS = ["onnx", pytest.param("tflite", marks=NO_LITERT)]
+
+
+@NO_LITERT
 def test_tflite_on_litert_scores_like_onnx_and_leaks_no_module() -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     before = sys.modules.get("tflite_runtime.interpreter")
     audio, _, _ = clip("hey jarvis")
-    d = WakeWordDetector(WakeConfig(inference_framework="tflite"))
+    cfg = WakeConfig(inference_framework="tflite")
+    d = WakeWordDetector(cfg)
     try:
-        assert all(isinstance(m, Interpreter) for m in d.model.models.values())  # no silent ONNX fallback
+        assert d.engine == "lean"
+        runners = [d.model._mel, d.model._embedding, *d.model.models.values()]
+        assert all(isinstance(r.interpreter, Interpreter) for r in runners)  # no silent ONNX fallback
     finally:
         d.close()
+    model = load_openwakeword_model(cfg)  # openWakeWord's own Model on ai-edge-litert too
+    assert all(isinstance(m, Interpreter) for m in model.models.values())
     assert sys.modules.get("tflite_runtime.interpreter") is before
-    onnx = score_trace(WakeConfig(), audio)
-    tflite = score_trace(WakeConfig(inference_framework="tflite"), audio)
+    onnx = score_trace(WakeConfig(inference_framework="onnx"), audio)
+    tflite = score_trace(cfg, audio)
     assert len(onnx) == len(tflite) and max(onnx) > 0.5
     assert max(abs(a - b) for a, b in zip(onnx, tflite, strict=True)) < 1e-3
+
+
+# The clips of test_wake_phrase_detected_with_the_right_model_and_time, and a sentence without one.
+SCORE_CLIPS = [("hey jarvis", "en-us"), ("hey jarvis", "en-us+m3"), ("hey jarvis", "en"), ("alexa", "en-us"),
+               ("alexa", "en"), ("turn left at the next corner and then go straight on", "en-us")]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_lean_path_scores_like_openwakewords_model_frame_by_frame(framework: str) -> None:
+    """The lean path runs openWakeWord's model files itself: each 80 ms frame's score equals what
+    openWakeWord's Model.predict gives for it, from the same start (16 frames of silence)."""
+    cfg = WakeConfig(inference_framework=framework, models=(WakeModelConfig("hey_jarvis"), WakeModelConfig("alexa")))
+    lean, paths = load_model(cfg)
+    model = load_openwakeword_model(cfg)
+    assert isinstance(lean, LeanModel) and not isinstance(model, LeanModel)
+    keys = [p.stem for p in paths]
+    silence = np.zeros(1280, dtype=np.int16)
+    peaks = dict.fromkeys(keys, 0.0)
+    worst = 0.0
+    for text, voice in SCORE_CLIPS:
+        audio = clip(text, voice)[0]
+        for scorer in (lean, model):
+            scorer.reset()
+            for _ in range(16):
+                scorer.predict(silence)
+        for i in range(0, len(audio) - 1280 + 1, 1280):
+            a, b = lean.predict(audio[i : i + 1280]), model.predict(audio[i : i + 1280])
+            assert a.keys() == set(keys)
+            for key in keys:
+                worst = max(worst, abs(a[key] - float(b[key])))
+                peaks[key] = max(peaks[key], a[key])
+    assert worst < 1e-3, worst
+    assert min(peaks.values()) > 0.5, peaks  # both wake words were scored high somewhere: a real comparison
+
+
+def test_options_the_lean_path_has_not_run_on_openwakewords_model() -> None:
+    assert lean_unsupported(WakeConfig()) is None
+    assert "vad_threshold" in (lean_unsupported(WakeConfig(vad_threshold=0.5)) or "")
+    assert "speex" in (lean_unsupported(WakeConfig(speex_noise_suppression=True)) or "")
+    d = WakeWordDetector(WakeConfig(vad_threshold=0.5))
+    try:
+        assert d.engine == "openwakeword" and d.model.vad_threshold == 0.5
+    finally:
+        d.close()
 
 
 def test_tflite_without_litert_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -290,10 +354,13 @@ def test_tflite_without_litert_says_what_to_install(monkeypatch: pytest.MonkeyPa
 
 
 def test_custom_models_folder_and_model_by_path(tmp_path) -> None:
+    """A models folder of one's own (the default TFLite format), a model by name in it, and a custom
+    model by path, also in the other format (the lean path runs each file on its own runtime)."""
     installed = WakeConfig().resolved_models_dir()
+    assert WakeConfig().inference_framework == "tflite"
     for name in ("melspectrogram", "embedding_model"):
-        shutil.copy(installed / f"{name}.onnx", tmp_path)
-    shutil.copy(installed / "hey_jarvis_v0.1.onnx", tmp_path / "my_word_v2.onnx")
+        shutil.copy(installed / f"{name}.tflite", tmp_path)
+    shutil.copy(installed / "hey_jarvis_v0.1.tflite", tmp_path / "my_word_v2.tflite")
     elsewhere = tmp_path / "sub" / "other.onnx"
     elsewhere.parent.mkdir()
     shutil.copy(installed / "hey_jarvis_v0.1.onnx", elsewhere)
@@ -304,6 +371,8 @@ def test_custom_models_folder_and_model_by_path(tmp_path) -> None:
     finally:
         d.close()
     assert sorted(x.model for x in found) == sorted(["my_word", str(elsewhere)])
+    with pytest.raises(ConfigError, match="is not a .tflite model"):  # openWakeWord's Model takes one format
+        load_openwakeword_model(cfg)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 The event loop converts incoming audio (aiortc's 48 kHz stereo s16 frames, or mono int16 earcons) to the
 device's rate and channels with PyAV's resampler and appends it to a bounded playout buffer; one thread
-owns the playback PCM and writes one period at a time from that buffer, or silence when it is empty.
+owns the playback PCM and writes one period at a time from that buffer while there is audio, and
+sleeps while there is none.
 
 - Bounded: the buffer holds at most `buffer_ms`; when full, the oldest audio is dropped and counted, so a
   burst (aiortc's incoming queue is unbounded) cannot build up seconds of delay.
@@ -10,15 +11,18 @@ owns the playback PCM and writes one period at a time from that buffer, or silen
   (`pcm.drop()`, at most the write lead of ~2 periods), so playback stops within about one period.
 - Paced: the thread keeps at most `lead_periods` (2) periods ahead of real time on the monotonic clock.
   A real device also blocks `write()` when its buffer is full, so self-pacing simply never gets far
-  ahead there; the `null`-backed file plugin never blocks, and without pacing the thread would spin
-  writing silence. When the device reports how much it holds (`avail()`), that is used to re-anchor
+  ahead there; the `null`-backed file plugin never blocks, and without pacing the thread would write
+  a whole answer at once. When the device reports how much it holds (`avail()`), that is used to re-anchor
   the pace, so a DAC clock that runs faster than ours cannot slowly drain the device into an xrun.
-- Silence, not gaps: the PCM stays open and gets silence while the buffer is empty (no xruns, no
-  clicks from a stopping and restarting amplifier). An `underrun` is counted only when the buffer ran
-  dry in the middle of audio, that is, when more audio came within `underrun_gap_ms` of running dry;
-  an answer that ended and a later one that started are not underruns. After running dry, play starts
-  again once `prebuffer_ms` is buffered (or the oldest buffered sample has waited that long, so short
-  clips play too).
+- Nothing while nothing plays: when the buffer has been empty for `underrun_gap_ms` (and what the
+  device holds has played), the thread stops the device (`drop()`; the PCM stays open and prepared)
+  and blocks until audio is queued; the first write starts the device again. So an idle speaker gets
+  no stream of silence (some HATs hiss while they play one, and writing it costs CPU 50 times a
+  second). Within an answer, a gap shorter than `underrun_gap_ms` is filled with silence (no xrun, no
+  click). An `underrun` is counted only when the buffer ran dry in the middle of audio, that is, when
+  more audio came within `underrun_gap_ms` of running dry; an answer that ended and a later one that
+  started are not underruns. After running dry, play starts again once `prebuffer_ms` is buffered (or
+  the oldest buffered sample has waited that long, so short clips play too).
 - Timing: `mark()` returns the position of the next sample queued; `first_write_after(mark)` gives the
   monotonic time right after the write that carried it to ALSA (None until then). `on_written` is
   called from the thread with (that time, audio frames written) after each write that carried audio.
@@ -54,6 +58,9 @@ from .frames import is_audible
 from .resample import PcmConverter, convert_pcm
 
 log = logging.getLogger(__name__)
+
+#: While idle the thread blocks until audio is queued; it also looks again this often (a safety net).
+IDLE_CHECK_S = 5.0
 
 
 @dataclass
@@ -202,6 +209,7 @@ class AlsaPlayback:
         self._thread: threading.Thread | None = None
         self._writes: deque[tuple[int, float]] = deque(maxlen=4096)  # (end position, time) of audio writes
         self._writes_lock = threading.Lock()
+        self._idle = False  # the thread sleeps until audio is queued
         # Owned by the thread:
         self._playing = False
         self._dry_since: float | None = None
@@ -264,6 +272,8 @@ class AlsaPlayback:
 
     def _push(self, interleaved: np.ndarray) -> None:
         dropped = self._buf.push(interleaved)
+        if self._idle:  # the thread sleeps until audio comes (checked after the push: no lost wake-up)
+            self._wake.set()
         if dropped:
             self._add("dropped_ms", dropped * 1000 / self.rate)
             log.debug("playout buffer full: dropped %.0f ms of the oldest audio", dropped * 1000 / self.rate)
@@ -365,15 +375,27 @@ class AlsaPlayback:
         buffer_frames = int(pcm.info().get("buffer_size", 0)) if hasattr(pcm, "info") else 0
         silence = np.zeros((self.period_frames, self.channels), np.int16)
         sched = time.monotonic()  # when the next frame written will play
-        running = False
+        active = False  # the device was started by a write and not stopped since
+        worked = False  # a write succeeded on this open
+        if self._stats.state == "error":
+            log.info("playback device %r is open again", self.cfg.device)
+        self._update(state="running")
         while not stop.is_set():
             if self._flush_req.is_set():
                 self._flush_req.clear()
                 self._playing, self._dry_since = False, None
                 if self._audio_until > time.monotonic():
                     pcm.drop()  # the next write prepares the PCM again
+                    active = False
                     sched = self._audio_until = time.monotonic()
             now = time.monotonic()
+            if not self._playing and not self._buf.frames and not self._tail(active, now):
+                if active:
+                    pcm.drop()  # stop the device: it gets nothing until there is audio again
+                    active = False
+                self._sleep_until_audio(stop)
+                sched = time.monotonic()
+                continue
             sched = max(sched, now)
             ahead = sched - now
             if ahead > self._lead_s:
@@ -381,7 +403,7 @@ class AlsaPlayback:
                 self._wake.clear()
                 continue
             chunk, start_pos, n_audio = self._next_period(now, may_wait=ahead > self.period_s / 2)
-            if chunk is None:
+            if chunk is None or not (n_audio or active):  # the rest of a period, or the prebuffer, to come
                 self._wake.wait(self.period_s / 4)
                 self._wake.clear()
                 continue
@@ -391,6 +413,7 @@ class AlsaPlayback:
                 chunk = silence
             res = pcm.write(chunk.tobytes())
             t = time.monotonic()
+            active = True
             if res < 0:
                 if res != -errno.EPIPE:
                     raise alsaaudio.ALSAAudioError(f"write returned {res}")
@@ -398,11 +421,8 @@ class AlsaPlayback:
                 self._xruns.hit()
                 sched = t
                 continue
-            if not running:
-                running = True
-                if self._stats.state == "error":
-                    log.info("playback to %r works again", self.cfg.device)
-                self._update(state="running")
+            if not worked:
+                worked = True
                 self._backoff.reset()
                 self._errors.clear()
             self._add("written_frames", res)
@@ -424,6 +444,27 @@ class AlsaPlayback:
                         self.on_written(t, n_audio)
                     except Exception:  # a hook's bug is not a device failure
                         log.exception("playback on_written hook failed")
+
+    def _tail(self, active: bool, now: float) -> bool:
+        """With nothing queued: whether the running device still gets silence, because audio is still
+        playing out of it, or it ran dry less than `underrun_gap_ms` ago (a gap mid-answer, which must
+        neither click nor underrun the device)."""
+        if not active:
+            return False
+        recently_dry = self._dry_since is not None and now - self._dry_since <= self._underrun_gap_s
+        return self._audio_until > now or recently_dry
+
+    def _sleep_until_audio(self, stop: threading.Event) -> None:
+        """Block until audio is queued, a flush or `stop` (nothing is written meanwhile)."""
+        self._dry_since = None  # whatever comes next is a new start, not an underrun
+        self._idle = True
+        self._wake.clear()
+        try:
+            while not (self._buf.frames or stop.is_set() or self._flush_req.is_set()):
+                self._wake.wait(IDLE_CHECK_S)
+                self._wake.clear()
+        finally:
+            self._idle = False
 
     def _next_period(self, now: float, *, may_wait: bool) -> tuple[np.ndarray | None, int, int]:
         """What to write next: (frames, position of the first audio frame, number of audio frames).

@@ -1,11 +1,11 @@
 """The bare baselines the agent's CPU is compared with, fed the same audio in the same run.
 
-- openWakeWord alone: `Model.predict` on the 16 kHz audio in 80 ms chunks, fed at real time on a thread
-  (process CPU over wall time, as the agent's is measured), and also as fast as it goes (CPU seconds per
-  audio second, x100). The two differ: on this kind of machine (a VM) a predict that runs every 80 ms
-  after a sleep costs about twice one that runs straight after the last, caches and CPU clock being
-  cold. A listener runs at real time, so the paced figure is the baseline; the unpaced one is the
-  floor.
+- openWakeWord alone: its own `Model.predict` (whichever path the agent's detector takes) on the 16 kHz
+  audio in 80 ms chunks, fed at real time on a thread (process CPU over wall time, as the agent's is
+  measured), and also as fast as it goes (CPU seconds per audio second, x100). The two differ: on this
+  kind of machine (a VM) a predict that runs every 80 ms after a sleep costs about twice one that runs
+  straight after the last, caches and CPU clock being cold. A listener runs at real time, so the paced
+  figure is the baseline; the unpaced one is the floor.
 - aiortc alone: a `RTCPeerConnection` with one sendrecv Opus transceiver whose track hands out the same
   audio at real time, the `voice-live-events` data channel (messages discarded), and the remote audio
   received and discarded, talking to the same emulator. Signalling goes over the agent's own
@@ -66,21 +66,16 @@ async def bare_oww(cfg: WakeConfig, audio16k: np.ndarray, settle_s: float, secon
     """openWakeWord alone, with the agent's models (`cfg`), on `audio16k`: at real time on a thread of its
     own (CPU windows over `seconds` after `settle_s`, as the agent's are measured), and unpaced."""
     from ..wakeword import RATE as WAKE_RATE
-    from ..wakeword import WakeWordDetector
+    from ..wakeword import load_openwakeword_model
     from .wake import run_bare
 
-    detector = await asyncio.to_thread(WakeWordDetector, cfg)
-    try:
-        unpaced = [100 * run_bare(detector.model, audio16k) / (len(audio16k) / WAKE_RATE) for _ in range(repeats)]
-        detector.model.reset()
-        feeding = asyncio.ensure_future(
-            asyncio.to_thread(_paced_predict, detector.model, audio16k, settle_s + seconds + window_s)
-        )
-        await asyncio.sleep(settle_s)
-        windows = await cpu_windows(seconds, window_s)
-        await feeding
-    finally:
-        detector.close()
+    model = await asyncio.to_thread(load_openwakeword_model, cfg)
+    unpaced = [100 * run_bare(model, audio16k) / (len(audio16k) / WAKE_RATE) for _ in range(repeats)]
+    model.reset()
+    feeding = asyncio.ensure_future(asyncio.to_thread(_paced_predict, model, audio16k, settle_s + seconds + window_s))
+    await asyncio.sleep(settle_s)
+    windows = await cpu_windows(seconds, window_s)
+    await feeding
     return OwwBaseline(windows, [round(r, 2) for r in unpaced])
 
 
