@@ -14,6 +14,7 @@ They are wrapped in `Secret`, whose repr and str never show the value.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import sys
 import types
@@ -28,6 +29,7 @@ import yaml
 from .errors import ConfigError
 from .voicelive.auth import ApiKey, BearerTokenCommand, BearerTokenFile, Credentials, Secret
 from .voicelive.protocol import DEFAULT_API_VERSION, FORBIDDEN_SESSION_KEYS
+from .voicelive.session_fields import SESSION_FIELDS, unknown_session_fields
 
 API_KEY_ENV = "VOICELIVE_API_KEY"
 CREDENTIAL_NAME = "voicelive-api-key"
@@ -359,6 +361,14 @@ def _merge_session(user: dict[str, Any]) -> dict[str, Any]:
 
 def _validate(config: Config) -> Config:
     vl = config.voicelive
+    for key in unknown_session_fields(vl.session):
+        close = difflib.get_close_matches(key, sorted(SESSION_FIELDS), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigError(
+            f"voicelive.session.{key}",
+            'not a Voice Live session field (the service refuses it: "extra fields not permitted")'
+            f"{hint} Allowed: {', '.join(sorted(SESSION_FIELDS))}",
+        )
     for key in sorted(FORBIDDEN_SESSION_KEYS & vl.session.keys()):
         raise ConfigError(
             f"voicelive.session.{key}",

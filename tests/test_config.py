@@ -73,6 +73,8 @@ def test_documented_file_names_every_key() -> None:
         ({"voicelive": {"extra_headers": {"X-A": "1\r\nX-B: 2"}}}, "voicelive.extra_headers.X-A", "one line"),
         ({"voicelive": {"extra_headers": {"X-A": ["list"]}}}, "voicelive.extra_headers.X-A", "strings"),
         ({"voicelive": {"extra_headers": []}}, "voicelive.extra_headers", "not a mapping"),
+        ({"voicelive": {"session": {"turn_detecton": {}}}}, "voicelive.session.turn_detecton", "mean turn_detection"),
+        ({"voicelive": {"session": {"speed": 1.2}}}, "voicelive.session.speed", "extra fields not permitted"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(data: dict, path: str, fragment: str) -> None:
