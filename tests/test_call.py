@@ -138,8 +138,10 @@ async def test_real_call_audio_both_ways_and_events(emulator: Emulator, caplog: 
     try:
         assert call.rtc_call_id and call.rtc_call_id == emulator.calls[0].rtc_call_id
         assert call.session_id and call.session_id.startswith("sess_")
-        events = await collect(call, "response.done", timeout=15)
+        # the WebRTC order: generation ends (response.done) before the audio has streamed (stopped)
+        events = await collect(call, "output_audio_buffer.stopped", timeout=15)
         types = [e.type for e in events]
+        assert types.index("response.done") < types.index("output_audio_buffer.stopped")
         for expected in (
             "input_audio_buffer.speech_started",
             "input_audio_buffer.speech_stopped",

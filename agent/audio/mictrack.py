@@ -8,13 +8,14 @@ aiortc sends a packet each time `recv()` returns, so this track sets the pace of
 - when capture stalls (device lost, muted), silence goes out, because the service keeps a session alive
   only while RTP flows.
 
-Resampling to 48 kHz happens once, here, with PyAV's resampler (the Opus encoder then only upmixes).
+Resampling to 48 kHz happens once, here (`StreamResampler`, PyAV's resampler; the Opus encoder then only
+upmixes). `recv()` is what aiortc's examples show a track to be: await the next frame with a deadline,
+else silence; the source's `get()` is cancellation-safe, so the deadline never loses a block.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
 import time
 from collections import deque
@@ -26,15 +27,13 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from ..voicelive.media import FRAME_S, FRAME_SAMPLES, RATE
+from .capture import SubscriptionClosed
 from .frames import PcmBlock
-from .resample import frame_from_pcm
+from .resample import StreamResampler, frame_from_pcm
 
 log = logging.getLogger(__name__)
 
-RATE = 48000
-FRAME_SAMPLES = 960  # 20 ms at 48 kHz, one Opus frame
-FRAME_S = FRAME_SAMPLES / RATE
-TIME_BASE = fractions.Fraction(1, RATE)
 
 
 class BlockSource(Protocol):
@@ -65,11 +64,10 @@ class MicTrack(MediaStreamTrack):
         self._stall_s = stall_s
         self._on_frame = on_frame
         self._muted = muted or (lambda: False)
-        self._resampler: av.AudioResampler | None = None
-        self._resampler_rate = 0
+        self._resampler: StreamResampler | None = None
+        self._carry = np.zeros(0, dtype=np.int16)  # resampled, short of a whole frame
         # (samples, t_end of the capture block they came from)
         self._ready: deque[tuple[np.ndarray, float]] = deque()
-        self._pending: asyncio.Future[PcmBlock] | None = None
         self._source_done = False
         self._pts = 0
         self._last_sent: float | None = None
@@ -77,45 +75,40 @@ class MicTrack(MediaStreamTrack):
         self.silence_frames = 0
 
     def _resample(self, block: PcmBlock) -> None:
-        if self._resampler is None or block.rate != self._resampler_rate:
-            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE, frame_size=FRAME_SAMPLES)
-            self._resampler_rate = block.rate
-        for out in self._resampler.resample(frame_from_pcm(block.samples, block.rate)):
-            self._ready.append((out.to_ndarray().reshape(-1), block.t_end))
+        """A capture block into 20 ms frames at 48 kHz, each with the capture time of the block that
+        completed it."""
+        if self._resampler is None or self._resampler.rate_in != block.rate:
+            self._resampler = StreamResampler(block.rate, RATE)
+        samples = self._resampler.process(block.samples)
+        if self._carry.size:
+            samples = np.concatenate([self._carry, samples])
+        whole = len(samples) // FRAME_SAMPLES * FRAME_SAMPLES
+        for start in range(0, whole, FRAME_SAMPLES):
+            self._ready.append((samples[start : start + FRAME_SAMPLES], block.t_end))
+        self._carry = samples[whole:]
 
-    def _drain_available(self) -> None:
-        """Move every block that is already waiting into the ready frames, without blocking, in order:
-        a finished `get()` first, then whatever else is queued (while a `get()` is still pending it
-        owns the next block, so nothing is taken around it)."""
-        if self._pending is not None:
-            if not self._pending.done():
-                return
-            pending, self._pending = self._pending, None
-            if pending.cancelled() or pending.exception() is not None:
-                self._source_done = True  # capture stopped: silence from now on
-                return
-            self._resample(pending.result())
-        while (block := self._source.get_nowait()) is not None:
-            self._resample(block)
-
-    def _ensure_pending(self) -> asyncio.Future[PcmBlock]:
-        if self._pending is None:
-            if self._source_done:
-                return asyncio.get_running_loop().create_future()  # never completes: wait times out
-            self._pending = asyncio.ensure_future(self._source.get())
-        return self._pending
-
-    async def _wait_for_frame(self, timeout: float) -> bool:
+    async def _next_frame(self, timeout: float) -> tuple[np.ndarray, float] | None:
+        """The next frame, waiting at most `timeout` for capture; None if none came in time. The
+        source's `get()` takes a block only once it is there, so a timeout loses no audio."""
         deadline = time.monotonic() + timeout
         while not self._ready:
-            self._drain_available()
-            if self._ready:
+            while (block := self._source.get_nowait()) is not None:
+                self._resample(block)
+            if self._ready or self._source_done:
                 break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
-            await asyncio.wait({self._ensure_pending()}, timeout=remaining)
-        return True
+                return None
+            try:
+                async with asyncio.timeout(remaining):
+                    block = await self._source.get()
+            except TimeoutError:
+                return None
+            except SubscriptionClosed:
+                self._source_done = True  # capture stopped: silence from now on
+                break
+            self._resample(block)
+        return self._ready.popleft() if self._ready else None
 
     @property
     def backlog_s(self) -> float:
@@ -128,7 +121,8 @@ class MicTrack(MediaStreamTrack):
         now = time.monotonic()
         if self._last_sent is None:
             self._last_sent = now - FRAME_S
-        self._drain_available()
+        while (block := self._source.get_nowait()) is not None:
+            self._resample(block)
         if len(self._ready) > 1:
             # Behind real time (the pre-roll): faster than real time, but at most `catchup_speed`
             # times, so the far side's jitter buffer never sees a burst.
@@ -138,9 +132,9 @@ class MicTrack(MediaStreamTrack):
         # Live: a frame goes out the moment capture delivers it (capture sets the pace); if none
         # comes in time, silence goes out instead, so RTP never stops.
         deadline = self._last_sent + FRAME_S + self._stall_s
-        got = await self._wait_for_frame(max(0.0, deadline - time.monotonic()))
-        if got:
-            samples, t_capture = self._ready.popleft()
+        got = await self._next_frame(max(0.0, deadline - time.monotonic()))
+        if got is not None:
+            samples, t_capture = got
             if self._muted():
                 samples = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         else:
@@ -155,7 +149,5 @@ class MicTrack(MediaStreamTrack):
         return frame
 
     def stop(self) -> None:
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
+        self._source_done = True
         super().stop()

@@ -35,12 +35,12 @@ from ..voicelive import protocol
 from ..voicelive.auth import Credentials
 from ..voicelive.control import ControlChannel, Target
 from ..voicelive.ice import LOOPBACK, host_addresses, rtc_configuration
+from ..voicelive.media import FRAME_SAMPLES, RATE
 from .common import cpu_windows
 
 log = logging.getLogger(__name__)
 
-RATE = 48000
-FRAME = 960  # 20 ms
+FRAME = FRAME_SAMPLES
 
 
 def _paced_predict(model: Any, audio16k: np.ndarray, seconds: float) -> None:

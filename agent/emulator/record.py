@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..voicelive.media import RATE
 from .session import EmulatorCall
-
-RATE = 48000
 
 
 def write_call_record(call: EmulatorCall, directory: Path, index: int) -> Path:

@@ -11,7 +11,6 @@ server would.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
 import time
 from collections import deque
@@ -20,13 +19,11 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
+from ..voicelive.media import FRAME_SAMPLES, RATE, TIME_BASE
 from .settings import Faults
 
 log = logging.getLogger(__name__)
 
-RATE = 48000
-FRAME_SAMPLES = 960  # 20 ms
-TIME_BASE = fractions.Fraction(1, RATE)
 
 
 class Playback:
