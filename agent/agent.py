@@ -35,6 +35,7 @@ from .observe import Observer
 from .retry import RetryPolicy
 from .state import ErrorKind, Input, PressAction, Snapshot, State, StateOwner, press_action
 from .voicelive.auth import Credentials
+from .voicelive.call import PreparedOffer, prepare_offer
 from .wakeword import WakeWordDetector
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class Agent:
         self.button: Button | None = None
         self._triggers: asyncio.Queue[Trigger] = asyncio.Queue(maxsize=1)
         self._listen_task: asyncio.Task[None] | None = None
+        #: The next call's peer connection and offer, made while idle (agent.voicelive.call.PreparedOffer).
+        self._next_offer: asyncio.Task[PreparedOffer] | None = None
         conv = config.conversation
         self.retry = RetryPolicy(Backoff(conv.backoff_initial_s, conv.backoff_max_s))
 
@@ -140,8 +143,30 @@ class Agent:
             stop_reply=self._stop_reply,
         )
         self._listen_task = asyncio.create_task(self.listener.run(), name="listener")
+        self._prepare_next_offer()
+
+    def _prepare_next_offer(self) -> None:
+        """Make the next call's peer connection and offer now, while idle: nothing reaches the service,
+        and the wake word no longer waits for it."""
+        self._next_offer = asyncio.create_task(prepare_offer(call_options_for(self.config)), name="next offer")
+
+    async def _take_offer(self) -> PreparedOffer | None:
+        task, self._next_offer = self._next_offer, None
+        if task is None:
+            return None
+        try:
+            return await task
+        except Exception as exc:  # the call makes its own then
+            log.warning("could not prepare the next call's offer: %r", exc)
+            return None
+
+    async def _drop_offer(self) -> None:
+        offer = await self._take_offer()
+        if offer is not None:
+            await offer.close()
 
     async def stop(self) -> None:
+        await self._drop_offer()
         if self._listen_task is not None:
             self._listen_task.cancel()
             await asyncio.gather(self._listen_task, return_exceptions=True)
@@ -230,6 +255,7 @@ class Agent:
                 self.states.apply(Input.RECOVERED, cause="conversation over")
             self.results.append(result)
             self.conversations_done += 1
+            self._prepare_next_offer()
             done += 1
         return list(self.results)
 
@@ -249,6 +275,7 @@ class Agent:
             self.playback,
             self.states,
             self.observer,
+            prepared=await self._take_offer(),
         )
         try:
             result = await self.conversation.run(trigger.source, trigger.t_detected, audio, audio.preroll_s)

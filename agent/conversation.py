@@ -33,7 +33,7 @@ from .reply import Interruption, ReplyTracker
 from .state import Input, State, StateOwner
 from .voicelive import protocol
 from .voicelive.auth import Credentials
-from .voicelive.call import CallOptions, VoiceLiveCall
+from .voicelive.call import CallOptions, PreparedOffer, VoiceLiveCall
 from .voicelive.control import Target
 from .voicelive.errors import TransientError, VoiceLiveError
 
@@ -115,6 +115,7 @@ class Conversation:
         speaker: Speaker,
         states: StateOwner,
         observer: Observer | None = None,
+        prepared: PreparedOffer | None = None,
     ) -> None:
         self.target = target
         self.credentials = credentials
@@ -123,6 +124,7 @@ class Conversation:
         self.speaker = speaker
         self.states = states
         self.observer = observer or Observer()
+        self.prepared = prepared
         self.call: VoiceLiveCall | None = None
         self.reply = ReplyTracker()
         turn = options.session.get("turn_detection")
@@ -236,8 +238,10 @@ class Conversation:
         self.states.apply(Input.DIAL, cause=trigger)
         mic = MicTrack(audio, on_frame=self.observer.uplink_frame, muted=lambda: self.states.snapshot.muted)
         call = self.call = VoiceLiveCall(
-            self.target, self.credentials, mic, self.options, self._on_remote_frame, reply_active=self._reply_active
-        )
+            self.target, self.credentials, mic, self.options, self._on_remote_frame,
+            reply_active=self._reply_active, prepared=self.prepared,
+        )  # fmt: skip
+        self.prepared = None
         try:
             await call.start()
         except VoiceLiveError as exc:

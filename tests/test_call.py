@@ -15,11 +15,12 @@ import pytest
 
 from agent.audio.frames import PcmBlock
 from agent.audio.mictrack import MicTrack
+from agent.audio.resample import convert_pcm
 from agent.emulator.server import Emulator
 from agent.emulator.settings import EmulatorSettings
 from agent.voicelive import protocol
 from agent.voicelive.auth import ApiKey, BearerTokenFile, Secret
-from agent.voicelive.call import CallOptions, VoiceLiveCall
+from agent.voicelive.call import CallOptions, VoiceLiveCall, prepare_offer
 from agent.voicelive.control import Target
 from agent.voicelive.errors import AuthError, NegotiationError, PermanentError, RateLimitedError, TransientError
 
@@ -163,7 +164,6 @@ async def test_real_call_audio_both_ways_and_events(emulator: Emulator, caplog: 
         assert call.rtp_continuous  # the emulator, like the service, sends RTP between replies too
         await asyncio.sleep(0.3)  # the last reply frames in flight
         got = remote_mono(call.received)  # type: ignore[attr-defined]
-        from agent.audio.resample import convert_pcm
 
         # All but the weak last syllable (which an energy VAD may end before): Opus twice over still
         # correlates above 0.9 on real speech (0.93 measured); a lost or garbled frame would not.
@@ -362,3 +362,30 @@ async def test_tls_needs_the_ca(tmp_path: Path, caplog: pytest.LogCaptureFixture
             await call_with(None).start()
         assert len(emu.calls) == 1  # the refused one never got past the handshake
     assert CANARY not in caplog.text
+
+
+async def test_a_prepared_offer_is_used_once_and_a_stale_one_made_afresh(emulator: Emulator) -> None:
+    """The agent makes the next call's peer connection and offer while idle (nothing reaches the
+    service); the call uses it, mic track and all, and the audio flows. An offer made for other ICE
+    settings is closed and replaced."""
+    speech = espeak("the quick brown fox")
+    offer = await prepare_offer(options())
+    assert offer.pc.iceGatheringState == "complete" and "a=candidate" in offer.sdp
+    assert emulator.calls == []  # nothing was sent anywhere
+    mic = MicTrack(PacedSource(np.concatenate([np.zeros(8000, np.int16), speech, np.zeros(16000 * 5, np.int16)])))
+    call = VoiceLiveCall(target(emulator), ApiKey(Secret(CANARY)), mic, options(), prepared=offer)
+    await call.start()
+    try:
+        assert call._pc is offer.pc and offer.transceiver.sender.track is mic
+        await collect(call, "input_audio_buffer.speech_stopped", timeout=10)
+        assert best_correlation(convert_pcm(speech, 16000, 48000)[:-14400], emulator.calls[0].received_audio()) > 0.9
+    finally:
+        await call.hangup()
+    stale = await prepare_offer(options(ice_pin=None))
+    call = new_call(emulator)
+    call._prepared = stale
+    await call.start()
+    try:
+        assert call._pc is not stale.pc and stale.pc.connectionState == "closed"
+    finally:
+        await call.hangup()

@@ -8,9 +8,11 @@ utterance fed, so conversations never overlap.
 
 Per conversation (all on CLOCK_MONOTONIC, which the emulator's record shares across processes):
 - wake_to_first_rtp_ms: the detection (the capture time of the block that completed the wake word's
-  80 ms frame, `ConversationResult.t_trigger`) to the emulator's first decoded microphone frame. That
-  frame comes out of aiortc's receive jitter buffer, which holds 4 packets (40 ms at the pre-roll's 2x
-  catch-up), so the first packet arrived somewhat earlier than this says;
+  80 ms frame, `ConversationResult.t_trigger`) to the arrival of the first microphone RTP packet at the
+  emulator (the service);
+- wake_to_first_decoded_ms: the same to the emulator's first decoded microphone frame, which comes out
+  of aiortc's receive jitter buffer once it prefetched 4 packets (40 ms at the pre-roll's 2x catch-up):
+  the service's own jitter buffer, not the device's latency;
 - wake_to_listening_ms: detection to the call being up and the state LISTENING (`connect_ms`);
 - end_of_speech_to_first_audio_ms: the emulator's speech_stopped to the write that handed the reply's
   first audible sample to ALSA.
@@ -219,6 +221,7 @@ async def latencies(records: list[ConversationRecord], record_dir: Path, wait_s:
     await wait_until(lambda: wanted <= call_records(record_dir).keys(), wait_s, 0.1)
     emulator = call_records(record_dir)
     first_rtp: list[float] = []
+    first_decoded: list[float] = []
     listening: list[float] = []
     reply: list[float] = []
     for r in records:
@@ -227,13 +230,16 @@ async def latencies(records: list[ConversationRecord], record_dir: Path, wait_s:
         rec = emulator.get(r.rtc_call_id or "")
         if rec is None or r.t_trigger is None:
             continue
+        if rec.get("first_packet_t") is not None:
+            first_rtp.append((rec["first_packet_t"] - r.t_trigger) * 1000)
         if rec.get("first_rtp_t") is not None:
-            first_rtp.append((rec["first_rtp_t"] - r.t_trigger) * 1000)
+            first_decoded.append((rec["first_rtp_t"] - r.t_trigger) * 1000)
         stops = [t for t in rec.get("speech_stopped_t", []) if r.t_first_audio is not None and t <= r.t_first_audio]
         if stops and r.t_first_audio is not None:
             reply.append((r.t_first_audio - max(stops)) * 1000)
     out: dict[str, Any] = {}
-    for name, values in (("wake_to_first_rtp_ms", first_rtp), ("wake_to_listening_ms", listening),
+    for name, values in (("wake_to_first_rtp_ms", first_rtp), ("wake_to_first_decoded_ms", first_decoded),
+                         ("wake_to_listening_ms", listening),
                          ("end_of_speech_to_first_audio_ms", reply)):  # fmt: skip
         out[name] = {"p50": pct(values, 0.5), "p95": pct(values, 0.95), "n": len(values)}
     return out

@@ -279,6 +279,7 @@ def format_table(out: dict[str, Any]) -> str:
         ("call_rss_mb", out.get("call_rss_mb")),
         ("feeder_cpu_pct (taken out of the above)", out.get("feeder_cpu_pct")),
         ("wake_to_first_rtp_ms", lat("wake_to_first_rtp_ms")),
+        ("wake_to_first_decoded_ms", lat("wake_to_first_decoded_ms")),
         ("wake_to_listening_ms", lat("wake_to_listening_ms")),
         ("end_of_speech_to_first_audio_ms", lat("end_of_speech_to_first_audio_ms")),
     ]

@@ -29,6 +29,7 @@ def write_call_record(call: EmulatorCall, directory: Path, index: int) -> Path:
     timeline: dict[str, Any] = {
         "rtc_call_id": call.rtc_call_id,
         "first_rtp_t": call.first_rtp_t,
+        "first_packet_t": call.first_packet_t,
         "speech_started_t": call.speech_started_t,
         "speech_stopped_t": call.speech_stopped_t,
         "first_reply_frame_t": call.first_reply_frame_t,

@@ -101,6 +101,8 @@ class EmulatorCall:
         # Moments, all `time.monotonic()`, for latency measurements in tests and the demo:
         #: when the first decoded mic frame came out of aiortc (after its ~80 ms receive jitter buffer);
         self.first_rtp_t: float | None = None
+        #: When the caller's first RTP packet arrived (before the jitter buffer).
+        self.first_packet_t: float | None = None
         #: when each speech_started / speech_stopped was sent;
         self.speech_started_t: list[float] = []
         self.speech_stopped_t: list[float] = []
@@ -619,7 +621,25 @@ class EmulatorCall:
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "audio":
             return
+        self._time_first_packet(track)
         self._spawn(self._receive_audio(track), "receive-audio")
+
+    def _time_first_packet(self, track: MediaStreamTrack) -> None:
+        """Note when the caller's first RTP packet arrives: what a latency figure "at the service"
+        means. The first decoded frame (`first_rtp_t`) comes later, once aiortc's jitter buffer has
+        prefetched a few packets. aiortc has no hook for it, so the track's receiver is wrapped."""
+        pc = self._pc
+        receiver = next((t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None) if pc else None
+        if receiver is None:
+            return
+        handle = receiver._handle_rtp_packet
+
+        async def first_packet(packet: Any, arrival_time_ms: int) -> None:
+            if self.first_packet_t is None:
+                self.first_packet_t = time.monotonic()
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = first_packet  # type: ignore[method-assign]
 
     async def _receive_audio(self, track: MediaStreamTrack) -> None:
         warned = False

@@ -77,6 +77,47 @@ class CallTimings:
 
 _END = object()
 
+#: A prepared offer older than this is made afresh (the host's addresses may have changed).
+OFFER_MAX_AGE_S = 600.0
+
+
+@dataclass
+class PreparedOffer:
+    """Everything of a call that can be made before the wake word without the service knowing: the peer
+    connection with its Opus-only transceiver and the `voice-live-events` data channel, its gathered
+    candidates and the offer. Nothing is sent anywhere; it holds a few local UDP sockets. Used by one
+    call only (a peer connection cannot be reused), so the agent prepares the next after each call."""
+
+    pc: RTCPeerConnection
+    transceiver: Any
+    channel: RTCDataChannel
+    sdp: str
+    options: CallOptions
+    t: float
+
+    def usable(self, options: CallOptions) -> bool:
+        return (
+            self.pc.signalingState == "have-local-offer"
+            and time.monotonic() - self.t < OFFER_MAX_AGE_S
+            and (options.ice_servers, options.ice_pin) == (self.options.ice_servers, self.options.ice_pin)
+        )
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+
+
+async def prepare_offer(options: CallOptions) -> PreparedOffer:
+    """A peer connection and its offer, ICE gathered (no trickle ICE: the candidates go in the offer)."""
+    pc = RTCPeerConnection(rtc_configuration(options.ice_servers))
+    channel = pc.createDataChannel(protocol.DATA_CHANNEL_LABEL)
+    transceiver = pc.addTransceiver("audio", direction="sendrecv")
+    opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
+    transceiver.setCodecPreferences(opus)
+    with host_addresses(options.ice_pin):
+        await pc.setLocalDescription(await pc.createOffer())
+    return PreparedOffer(pc, transceiver, channel, pc.localDescription.sdp, options, time.monotonic())
+
 
 class VoiceLiveCall:
     """Start with `await call.start()`, read `call.events()`, send client events with `call.send()`,
@@ -90,6 +131,7 @@ class VoiceLiveCall:
         options: CallOptions,
         on_remote_audio: Callable[[av.AudioFrame], None] | None = None,
         reply_active: Callable[[], bool] | None = None,
+        prepared: PreparedOffer | None = None,
     ) -> None:
         self.target = target
         self.credentials = credentials
@@ -116,6 +158,7 @@ class VoiceLiveCall:
         self._dc_open = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reply_active = reply_active or (lambda: False)
+        self._prepared = prepared
         self._last_rtp = 0.0
         self._last_reply_t = 0.0
         #: The data channel did not open in time: events come on the WebSocket only.
@@ -175,19 +218,20 @@ class VoiceLiveCall:
         )
 
     async def _prepare_offer(self) -> str:
-        opts = self.options
-        pc = self._pc = RTCPeerConnection(rtc_configuration(opts.ice_servers))
+        offer = self._prepared
+        self._prepared = None
+        if offer is None or not offer.usable(self.options):
+            if offer is not None:
+                await offer.close()
+            offer = await prepare_offer(self.options)
+        pc = self._pc = offer.pc
         pc.on("connectionstatechange", self._on_connection_state)
         pc.on("datachannel", self._adopt_channel)
         pc.on("track", self._on_track)
-        self._adopt_channel(pc.createDataChannel(protocol.DATA_CHANNEL_LABEL))
-        transceiver = pc.addTransceiver(self.mic, direction="sendrecv")
-        opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
-        transceiver.setCodecPreferences(opus)
-        with host_addresses(opts.ice_pin):
-            await pc.setLocalDescription(await pc.createOffer())
+        self._adopt_channel(offer.channel)
+        offer.transceiver.sender.replaceTrack(self.mic)
         self.timings.offer_ready = time.monotonic()
-        return pc.localDescription.sdp
+        return offer.sdp
 
     async def _wait_data_channel(self, timeout: float) -> None:
         try:
@@ -395,6 +439,9 @@ class VoiceLiveCall:
         if self._closed:
             return
         self._closed = True
+        if self._prepared is not None:  # never used: the call failed before its offer
+            await self._prepared.close()
+            self._prepared = None
         self._end(reason, error if isinstance(error, VoiceLiveError) else None)
         if self._control is not None:
             with contextlib.suppress(Exception):
