@@ -322,3 +322,27 @@ def test_playout_buffer_positions() -> None:
     frames, start = buf.take(100)
     assert start == 6 and len(frames) == 6 and buf.frames == 0
     assert buf.oldest_push_t is None
+
+
+def test_same_rate_frames_take_the_numpy_path_and_match_libswresample() -> None:
+    """The call's 48 kHz stereo frames to a 48 kHz mono (or stereo) speaker: only the channels change,
+    done with numpy, sample for sample what libswresample's (L + R) / 2 gives."""
+    import av
+
+    from agent.audio.resample import PcmConverter, frame_from_pcm
+
+    rng = np.random.default_rng(3)
+    stereo = rng.integers(-20000, 20000, size=960 * 2, dtype=np.int16)
+    frame = frame_from_pcm(stereo, 48000, channels=2, pts=0)
+    mono = PcmConverter(48000, 1).convert(frame)
+    reference = av.AudioResampler(format="s16", layout="mono", rate=48000).resample(frame)
+    expected = np.concatenate([f.to_ndarray().reshape(-1) for f in reference])
+    assert mono.shape == (960,) and np.abs(mono.astype(int) - expected[: len(mono)].astype(int)).max() <= 1
+    assert np.array_equal(PcmConverter(48000, 2).convert(frame), stereo)
+    up = PcmConverter(48000, 2).convert(frame_from_pcm(stereo[:960], 48000))
+    assert np.array_equal(up[0::2], stereo[:960]) and np.array_equal(up[1::2], stereo[:960])
+    # a rate change goes through the resampler, and back: nothing is lost at the seams
+    conv = PcmConverter(48000, 1)
+    n = sum(len(conv.convert(frame_from_pcm(stereo[:320], 16000))) for _ in range(10))
+    n += len(conv.convert(frame))
+    assert abs(n - (10 * 960 + 960)) <= 64
