@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .audio.capture import AlsaCapture
 from .audio.preroll import PrerollBuffer
@@ -55,33 +55,21 @@ class Detection:
     t_end: float  # capture time of the block that fired
 
 
+@dataclass
 class WakeListener:
-    def __init__(
-        self,
-        capture: AlsaCapture,
-        preroll: PrerollBuffer,
-        detector: WakeWordDetector,
-        states: StateOwner,
-        *,
-        on_trigger: Callable[[Trigger], bool],
-        last_audible_t: Callable[[], float | None],
-        send_wake_word: bool = False,
-        stop_detector: WakeWordDetector | None = None,
-        reply_audible: Callable[[], bool] = lambda: False,
-        stop_reply: Callable[[str], Awaitable[bool]] | None = None,
-    ) -> None:
-        self.capture = capture
-        self.preroll = preroll
-        self.detector = detector
-        self.states = states
-        self.on_trigger = on_trigger
-        self.last_audible_t = last_audible_t
-        self.send_wake_word = send_wake_word
-        self.stop_detector = stop_detector
-        self.reply_audible = reply_audible
-        self.stop_reply = stop_reply
-        self.detections: deque[Detection] = deque(maxlen=DETECTIONS_KEPT)
-        self.detections_total = 0
+    capture: AlsaCapture
+    preroll: PrerollBuffer
+    detector: WakeWordDetector
+    states: StateOwner
+    on_trigger: Callable[[Trigger], bool]
+    #: When the speaker last made a sound (the echo guard).
+    last_audible_t: Callable[[], float | None]
+    send_wake_word: bool = False
+    stop_detector: WakeWordDetector | None = None
+    reply_audible: Callable[[], bool] = lambda: False
+    stop_reply: Callable[[str], Awaitable[bool]] | None = None
+    detections: deque[Detection] = field(default_factory=lambda: deque(maxlen=DETECTIONS_KEPT))
+    detections_total: int = 0
 
     async def run(self) -> None:
         sub = self.capture.hub.subscribe("listen", max_blocks=100)

@@ -42,22 +42,27 @@ class Interruption:
     clear: bool  # `output_audio_buffer.clear`: its audio is (or may be) still streaming
 
 
-@dataclass
-class ReplyTracker:
-    #: Fallback without output-buffer events: the reply is over this long after generation ended and
-    #: its audio went quiet.
+@dataclass(frozen=True)
+class ReplyLimits:
+    """The bounded waits, for when the service's events do not come."""
+
+    #: Fallback without output-buffer events: the reply is over this long after its audio went quiet
+    #: (longer than any pause between sentences).
     quiet_end_s: float = 1.0
-    #: `started` came but `stopped` never does: the reply counts as over this long after generation
-    #: ended and its audio went quiet (a lost event must not keep the device "speaking").
+    #: `started` came but `stopped` never does: over this long after generation ended and the audio
+    #: went quiet (a lost event must not keep the device "speaking").
     stopped_wait_s: float = 4.0
     #: After an interruption the service never confirmed: drop until its audio was quiet this long
-    #: after generation ended.
+    #: after generation ended, and never longer than `drop_max_s` in all.
     drop_quiet_s: float = 2.0
-    #: ... and never longer than this in all.
     drop_max_s: float = 60.0
     #: After the service confirmed, the audio already on its way still arrives for this long at most.
     tail_s: float = 0.5
 
+
+@dataclass
+class ReplyTracker:
+    limits: ReplyLimits = field(default_factory=ReplyLimits)
     response_id: str | None = None
     generating: bool = False
     #: Between `output_audio_buffer.started` and `stopped` / `cleared`.
@@ -136,14 +141,14 @@ class ReplyTracker:
         return True
 
     def _drop_over(self, audible: bool, now: float) -> bool:
-        if now - self.drop_t >= self.drop_max_s:
+        if now - self.drop_t >= self.limits.drop_max_s:
             return True
         if self.confirmed_t is not None:
-            return not audible or now - self.confirmed_t >= self.tail_s
+            return not audible or now - self.confirmed_t >= self.limits.tail_s
         if audible or self.generating:
             return False  # (streaming may never end: a `stopped` lost, or never sent after a clear)
         quiet_since = max(self.last_audible_t or self.drop_t, self.done_t or self.drop_t, self.drop_t)
-        return now - quiet_since >= self.drop_quiet_s
+        return now - quiet_since >= self.limits.drop_quiet_s
 
     # -- questions -------------------------------------------------------------------------------
 
@@ -161,7 +166,7 @@ class ReplyTracker:
             return False
         quiet_since = max(self.last_audible_t or 0.0, self.done_t or 0.0)
         if self.streaming:
-            if self.done_t is not None and now - quiet_since >= self.stopped_wait_s:
+            if self.done_t is not None and now - quiet_since >= self.limits.stopped_wait_s:
                 log.warning("no output_audio_buffer.stopped %.0f s after the reply went quiet: taken as over",
                             now - quiet_since)
                 self.streaming = False
@@ -170,7 +175,7 @@ class ReplyTracker:
         if self.started_seen:
             return True  # stopped or cleared came
         # no output-buffer events (nor, without a data channel, any response events): the audio decides
-        return now - quiet_since >= self.quiet_end_s
+        return now - quiet_since >= self.limits.quiet_end_s
 
     @property
     def settled(self) -> bool:

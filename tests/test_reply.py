@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.reply import ReplyTracker
+from agent.reply import ReplyLimits, ReplyTracker
 from agent.voicelive import protocol
 
 RID = "resp_1"
@@ -90,7 +90,7 @@ def test_audio_first_order_ends_at_stopped_and_settles_at_done() -> None:
 
 
 def test_without_output_buffer_events_the_audio_decides_after_done() -> None:
-    clock, tr = Clock(), ReplyTracker(quiet_end_s=1.0)
+    clock, tr = Clock(), ReplyTracker(ReplyLimits(quiet_end_s=1.0))
     tr.on_event(ev(CREATED), clock.t)
     clock.frames(tr, 0.3)
     tr.on_event(ev(DONE), clock.t)
@@ -103,7 +103,7 @@ def test_without_output_buffer_events_the_audio_decides_after_done() -> None:
 
 
 def test_without_any_event_the_reply_is_its_audio() -> None:
-    clock, tr = Clock(), ReplyTracker(quiet_end_s=1.0)
+    clock, tr = Clock(), ReplyTracker(ReplyLimits(quiet_end_s=1.0))
     assert tr.audio_over(clock.t)
     for _ in sentences(clock, tr):
         assert not tr.audio_over(clock.t)
@@ -125,7 +125,7 @@ def test_first_audible_frame_may_beat_started() -> None:
 
 
 def test_a_lost_stopped_is_bounded() -> None:
-    clock, tr = Clock(), ReplyTracker(stopped_wait_s=4.0)
+    clock, tr = Clock(), ReplyTracker(ReplyLimits(stopped_wait_s=4.0))
     for e in (CREATED, STARTED):
         tr.on_event(ev(e), clock.t)
     clock.frames(tr, 1.0)
@@ -206,7 +206,7 @@ def test_dropping_without_a_confirmation_ends_after_a_long_quiet() -> None:
     """A service version that does not know `output_audio_buffer.clear` streams the whole reply on:
     it is dropped pauses and all, and playing resumes only once its audio has been quiet for
     drop_quiet_s after generation ended."""
-    clock, tr = Clock(), ReplyTracker(drop_quiet_s=2.0)
+    clock, tr = Clock(), ReplyTracker(ReplyLimits(drop_quiet_s=2.0))
     for e in (CREATED, STARTED):
         tr.on_event(ev(e), clock.t)
     clock.frames(tr, 0.4)

@@ -19,7 +19,7 @@ from agent.demo import read_wav_mono16k
 from agent.emulator.server import Emulator
 from agent.emulator.settings import EmulatorSettings, OutputOrder
 from agent.observe import Observer
-from agent.reply import ReplyTracker
+from agent.reply import ReplyLimits
 from agent.state import Snapshot, State
 from agent.voicelive.auth import Secret
 
@@ -101,7 +101,7 @@ async def test_a_long_reply_plays_whole_and_the_window_opens_after_it(
     assert len(timeline.entered(State.SPEAKING)) == 1, timeline.states
     (spoke_until,) = timeline.left(State.SPEAKING)
     # without output-buffer events the end is known only after a quiet longer than any pause (1 s)
-    slack = 0.5 if order == "webrtc" else ReplyTracker().quiet_end_s + 0.5
+    slack = 0.5 if order == "webrtc" else ReplyLimits().quiet_end_s + 0.5
     assert last_sound <= spoke_until <= last_sound + slack, (spoke_until - last_sound)
     assert spoke_until - timeline.entered(State.SPEAKING)[0] >= news.duration_s - 0.5
     assert dict((s, t) for t, s in timeline.states)[State.IDLE] >= spoke_until + FOLLOWUP_S - 0.1
