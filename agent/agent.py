@@ -69,7 +69,6 @@ class Agent:
         self.conversation: Conversation | None = None
         self.button: Button | None = None
         self._triggers: asyncio.Queue[Trigger] = asyncio.Queue(maxsize=1)
-        self._listen_task: asyncio.Task[None] | None = None
         #: The next call's peer connection and offer, made while idle (agent.voicelive.call.PreparedOffer).
         self._next_offer: asyncio.Task[PreparedOffer] | None = None
         conv = config.conversation
@@ -124,25 +123,26 @@ class Agent:
             stop = WakeModelConfig(name=wake.stop_word, threshold=wake.stop_threshold, refractory_s=1.0)
             stop_cfg = dataclasses.replace(wake, models=(stop,), suppress_while_speaking=False)
             self.stop_detector = await asyncio.to_thread(WakeWordDetector, stop_cfg)
+        self.listener = WakeListener(
+            self.detector,
+            self.states,
+            asyncio.get_running_loop(),
+            on_trigger=self.trigger,
+            last_audible_t=lambda: self.playback.last_audible_t,
+            send_wake_word=self.config.audio.send_wake_word,
+            stop_detector=self.stop_detector,
+            reply_audible=lambda: (conv := self.conversation) is not None and conv.audible,
+            stop_reply=self._stop_reply,
+        )
+        self.listener.start()
+        # the capture thread feeds the pre-roll ring and the wake word thread directly
+        self.capture.taps[:] = [self.preroll.add, self.listener.tap]
         await self.playback.start()
         await self.capture.start()
         if self.config.gpio.button.pin is not None:
             self.button = Button(
                 self.config.gpio.button, asyncio.get_running_loop(), on_press=self.press, on_hold=self.hold
             )
-        self.listener = WakeListener(
-            self.capture,
-            self.preroll,
-            self.detector,
-            self.states,
-            on_trigger=self.trigger,
-            last_audible_t=lambda: self.playback.last_audible_t,
-            send_wake_word=self.config.audio.send_wake_word,
-            stop_detector=self.stop_detector,
-            reply_audible=lambda: self.conversation is not None and self.conversation.assistant_audible(),
-            stop_reply=self._stop_reply,
-        )
-        self._listen_task = asyncio.create_task(self.listener.run(), name="listener")
         self._prepare_next_offer()
 
     def _prepare_next_offer(self) -> None:
@@ -167,12 +167,11 @@ class Agent:
 
     async def stop(self) -> None:
         await self._drop_offer()
-        if self._listen_task is not None:
-            self._listen_task.cancel()
-            await asyncio.gather(self._listen_task, return_exceptions=True)
         if self.conversation is not None:
             await self.conversation.hang_up("agent stopping")
         await self.capture.stop()
+        if self.listener is not None:
+            await self.listener.stop()
         await self.playback.stop()
         for detector in (self.detector, self.stop_detector):
             if detector is not None:
@@ -263,9 +262,13 @@ class Agent:
         cfg = self.config
         assert self.listener is not None and self.detector is not None
         period = cfg.audio.capture.period_ms / 1000
-        # Snapshot and subscription in one loop step: no block can fall between them.
-        backlog = self.preroll.since(trigger.t_audio)
-        live = self.capture.hub.subscribe("call", max_blocks=int((cfg.audio.preroll_s + 10) / period))
+        # The pre-roll and the live subscription under the capture thread's lock: no block can fall
+        # between them, and none is in both.
+        with self.capture.tap_lock:
+            backlog = self.preroll.since(trigger.t_audio)
+            live = self.capture.hub.subscribe(
+                "call", max_blocks=int((cfg.audio.preroll_s + 10) / period), after_seq=self.preroll.last_seq
+            )
         audio = CallAudio(backlog, live, pause_before=self.listener.pause_before(trigger))
         self.conversation = Conversation(
             target_for(cfg),
@@ -295,7 +298,7 @@ class Agent:
             self.retry.succeeded()
             if result.responses:
                 self.earcons.play("goodbye", self.playback)
-        await asyncio.get_running_loop().run_in_executor(None, self.detector.reset)
+        self.listener.reset()
         return result
 
     async def _after_error(self, result: ConversationResult) -> None:

@@ -138,6 +138,9 @@ class Conversation:
         self._reply_end_mark: int | None = None
         self._awaiting_reply_audio = False
         self._awaiting_response = False
+        #: `assistant_audible()` as of the last look (at least 20 times a second): for the stop word's
+        #: thread, which must not call into the conversation.
+        self.audible = False
 
     # ------------------------------------------------------------------------------------------
     # Commands (from the button or the stop word)
@@ -219,7 +222,8 @@ class Conversation:
         once it has played (or a response ended without a sound)."""
         now = time.monotonic() if now is None else now
         state = self.states.state
-        if self.assistant_audible(now):
+        self.audible = self.assistant_audible(now)
+        if self.audible:
             speaking = state is not State.SPEAKING and self.states.apply(Input.ASSISTANT_SPEAKING, cause="a reply")
             if speaking and self._result is not None:
                 self._result.replies_heard += 1

@@ -1,4 +1,4 @@
-"""The wake word listener: every captured block into the pre-roll ring, and into the detectors.
+"""The wake word listener: captured blocks into the detectors, in a thread of their own.
 
 While the device accepts a trigger (idle, not muted, not blocked) blocks go to the wake word detector;
 a detection becomes a `Trigger` whose audio starts just before the estimated end of the wake phrase, so
@@ -8,15 +8,19 @@ the optional stop word detector listens instead, and a detection stops the reply
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import queue
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .audio.capture import AlsaCapture
-from .audio.preroll import PrerollBuffer
+from .audio.frames import PcmBlock
 from .state import StateOwner
 from .wakeword import PHRASE_END_MARGIN_S, WakeWordDetector
+from .wakeword import Detection as WakeDetection
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,9 @@ WAKE_PHRASE_S = 1.5
 
 #: Detections kept for the demo, the benchmarks and tests.
 DETECTIONS_KEPT = 64
+
+#: Capture blocks the wake word thread may fall behind by (2 s of 20 ms blocks) before it loses audio.
+QUEUE_BLOCKS = 100
 
 
 @dataclass(frozen=True)
@@ -57,47 +64,111 @@ class Detection:
 
 @dataclass
 class WakeListener:
-    capture: AlsaCapture
-    preroll: PrerollBuffer
+    """The wake word (and the stop word) in a thread of its own, fed by a capture tap.
+
+    Capture blocks reach it straight from the capture thread (`tap`), not through the event loop: while
+    the device only listens, the loop sleeps. The thread reads the state owner's current snapshot (an
+    immutable object) to know whether to listen, and hands a detection to the loop, where `on_trigger`
+    decides again (the snapshot may have moved on).
+    """
+
     detector: WakeWordDetector
     states: StateOwner
+    loop: asyncio.AbstractEventLoop
     on_trigger: Callable[[Trigger], bool]
     #: When the speaker last made a sound (the echo guard).
     last_audible_t: Callable[[], float | None]
     send_wake_word: bool = False
     stop_detector: WakeWordDetector | None = None
+    #: The assistant's reply is audible (read in this thread: a plain flag the loop keeps up to date).
     reply_audible: Callable[[], bool] = lambda: False
     stop_reply: Callable[[str], Awaitable[bool]] | None = None
     detections: deque[Detection] = field(default_factory=lambda: deque(maxlen=DETECTIONS_KEPT))
     detections_total: int = 0
+    #: Blocks dropped because the thread fell behind (the oldest go first).
+    dropped: int = 0
+    #: How far the thread may fall behind before it loses audio (the oldest first).
+    queue_blocks: int = QUEUE_BLOCKS
+    _queue: queue.Queue[PcmBlock | None] = field(init=False)
+    _thread: threading.Thread | None = None
+    _reset: threading.Event = field(default_factory=threading.Event)
+    _tasks: set[asyncio.Task[bool]] = field(default_factory=set)
 
-    async def run(self) -> None:
-        sub = self.capture.hub.subscribe("listen", max_blocks=100)
-        detector = self.detector
-        async for block in sub:
-            self.preroll.add(block)
-            snap = self.states.snapshot
-            if self.stop_detector is not None and self.stop_reply is not None and snap.in_call:
-                if not snap.muted and self.reply_audible() and await self.stop_detector.process_async(block):
-                    log.info("stop word: stopping the reply")
-                    await self.stop_reply("stop word")
-                continue
-            if not snap.accepts_trigger:
-                continue
-            # The device's own sounds (an earcon, the end of a reply) must not wake it: while they play
-            # the detector applies wake.suppress_while_speaking / wake.speaking_threshold.
-            audible = self.last_audible_t()
-            detector.assistant_speaking = audible is not None and block.t_end - audible < ECHO_GUARD_S
-            for det in await detector.process_async(block):
-                log.info("wake word %s (score %.2f)", det.model, det.score)
-                self.detections.append(Detection(det.model, det.score, det.t_end))
-                self.detections_total += 1
-                # the call's audio starts just before the estimated end of the wake phrase: at worst the
-                # service hears the wake word's last syllable, never a clipped command
-                start = det.t_phrase_end - PHRASE_END_MARGIN_S
-                if self.send_wake_word:
-                    start -= WAKE_PHRASE_S
-                self.on_trigger(Trigger(f"wake:{det.model}", start, det.t_end, det.score))
+    def __post_init__(self) -> None:
+        self._queue = queue.Queue(maxsize=self.queue_blocks)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="wake-word", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._put(None)
+        await asyncio.to_thread(thread.join, 2.0)
+
+    def reset(self) -> None:
+        """Forget the audio so far (after a conversation): done by the thread before its next block."""
+        self._reset.set()
+
+    def tap(self, block: PcmBlock) -> None:
+        """The capture thread's hand-over: never blocks; a full queue loses its oldest block."""
+        self._put(block)
+
+    def _put(self, item: PcmBlock | None) -> None:
+        while True:
+            try:
+                self._queue.put_nowait(item)
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
+                    self.dropped += 1
+
+    def _run(self) -> None:
+        while (block := self._queue.get()) is not None:
+            try:
+                self._listen(block)
+            except Exception:  # a model's bad day must not silence the device for good
+                log.exception("wake word processing failed for one block")
+
+    def _listen(self, block: PcmBlock) -> None:
+        if self._reset.is_set():
+            self._reset.clear()
+            self.detector.reset()
+        snap = self.states.snapshot
+        if self.stop_detector is not None and self.stop_reply is not None and snap.in_call:
+            if not snap.muted and self.reply_audible() and self.stop_detector.process(block):
+                log.info("stop word: stopping the reply")
+                self.loop.call_soon_threadsafe(self._stop_word)
+            return
+        if not snap.accepts_trigger:
+            return
+        # The device's own sounds (an earcon, the end of a reply) must not wake it: while they play
+        # the detector applies wake.suppress_while_speaking / wake.speaking_threshold.
+        audible = self.last_audible_t()
+        self.detector.assistant_speaking = audible is not None and block.t_end - audible < ECHO_GUARD_S
+        for det in self.detector.process(block):
+            self.loop.call_soon_threadsafe(self._detected, det)
+
+    def _stop_word(self) -> None:
+        if self.stop_reply is not None:
+            task = self.loop.create_task(self.stop_reply("stop word"), name="stop word")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _detected(self, det: WakeDetection) -> None:
+        """On the event loop."""
+        log.info("wake word %s (score %.2f)", det.model, det.score)
+        self.detections.append(Detection(det.model, det.score, det.t_end))
+        self.detections_total += 1
+        # the call's audio starts just before the estimated end of the wake phrase: at worst the
+        # service hears the wake word's last syllable, never a clipped command
+        start = det.t_phrase_end - PHRASE_END_MARGIN_S
+        if self.send_wake_word:
+            start -= WAKE_PHRASE_S
+        self.on_trigger(Trigger(f"wake:{det.model}", start, det.t_end, det.score))
 
     def pause_before(self, trigger: Trigger) -> float | None:
         """The capture time before which a pause counts as the one after the wake phrase (None: the

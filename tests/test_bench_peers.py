@@ -88,6 +88,6 @@ def test_bench_peers_runs_end_to_end() -> None:
     unpaced = {name: row["unpaced_cpu_s_per_audio_s"] for name, row in rows.items() if row["role"] == "listener"}
     assert unpaced.pop("agent listening path") is None  # measured by `bench wake`, not here
     assert all(0 < v < 0.5 for v in unpaced.values()), unpaced
-    assert "wakeword_0" in rows["agent listening path"]["threads_cpu_pct"]  # named by the process itself
+    assert "wake-word" in rows["agent listening path"]["threads_cpu_pct"]  # named by the process itself
     table = format_peers(out)
     assert all(name in table for name in rows)

@@ -72,3 +72,41 @@ async def test_refused_key_shows_auth_error_then_idle(tmp_path: Path, caplog: py
         assert agent.hold() == "retry"
         assert agent.blocked is None and agent.leds.history[-1] == "idle"
     assert KEY not in caplog.text
+
+
+async def test_only_listening_wakes_the_event_loop_once(tmp_path: Path) -> None:
+    """While the device only listens, capture blocks go from the capture thread to the pre-roll ring and
+    the wake word's thread directly: the event loop gets the first block (systemd's READY waits for it)
+    and no other, so it sleeps instead of waking 50 times a second. The wake word still fires, and the
+    call then gets its blocks on the loop."""
+    import asyncio
+
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    from agent.agent import Agent
+    from agent.audio.fileplugin import FifoFeeder
+    from agent.voicelive.auth import ApiKey
+
+    from .harness import agent_config
+
+    async with Emulator(EmulatorSettings(api_key=Secret(KEY), ice_loopback=True)) as emu:
+        config = agent_config(tmp_path, emu, followup_s=1.5)
+        feeder = FifoFeeder(tmp_path / "mic.fifo", brown_noise(3.0), rate=16000, period_frames=320, then="silence")
+        feeder.start()
+        if isinstance(Device.pin_factory, MockFactory):
+            Device.pin_factory.reset()
+        agent = Agent(config, ApiKey(Secret(KEY)))
+        try:
+            await agent.start()
+            await asyncio.sleep(2.5)
+            idle = agent.capture.stats
+            assert idle.blocks >= 100 and idle.to_loop == 1, idle
+            assert (agent.preroll.since(0.0) and agent.preroll.last_seq == idle.blocks) or idle.blocks - 1
+            feeder.feed(wake_then_command())
+            result = await asyncio.wait_for(agent.run(max_conversations=1), 30)
+        finally:
+            await agent.stop()
+            feeder.stop()
+    assert result[0].ok, result[0]
+    assert agent.capture.stats.to_loop > 50  # the call's blocks went through the loop

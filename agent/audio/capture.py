@@ -69,9 +69,11 @@ class Subscription:
     Blocks are shared between subscribers: their sample arrays are read-only.
     """
 
-    def __init__(self, name: str, max_blocks: int, hub: CaptureHub) -> None:
+    def __init__(self, name: str, max_blocks: int, hub: CaptureHub, after_seq: int = 0) -> None:
         self.name = name
         self.max_blocks = max_blocks
+        #: Blocks up to this sequence number are not for this subscriber (it has them already).
+        self.after_seq = after_seq
         self.dropped = 0
         self.received = 0
         self._hub = hub
@@ -87,6 +89,8 @@ class Subscription:
         return self._closed
 
     def _put(self, block: PcmBlock) -> None:
+        if block.seq <= self.after_seq:
+            return
         if len(self._queue) >= self.max_blocks:
             self._queue.popleft()
             self.dropped += 1
@@ -138,12 +142,14 @@ class CaptureHub:
     def __init__(self) -> None:
         self._subs: dict[str, Subscription] = {}
 
-    def subscribe(self, name: str, max_blocks: int) -> Subscription:
+    def subscribe(self, name: str, max_blocks: int, after_seq: int = 0) -> Subscription:
+        """A new consumer on the event loop; blocks numbered up to `after_seq` are skipped (it took them
+        from the pre-roll ring already)."""
         if name in self._subs:
             raise ValueError(f"a capture subscriber named {name!r} exists already")
         if max_blocks < 1:
             raise ValueError("max_blocks must be at least 1")
-        sub = Subscription(name, max_blocks, self)
+        sub = Subscription(name, max_blocks, self, after_seq)
         self._subs[name] = sub
         return sub
 
@@ -177,6 +183,8 @@ class CaptureStats:
     blocks: int = 0
     overruns: int = 0
     reopen_count: int = 0
+    #: Blocks handed to the event loop (only while something there subscribes: a call, a check).
+    to_loop: int = 0
     last_error: str | None = None
 
 
@@ -236,6 +244,14 @@ class AlsaCapture:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seq = 0
+        #: Called in the capture thread with every block, before anything reaches the event loop: the
+        #: pre-roll ring and the wake word's thread take their audio here, so while the device only
+        #: listens the event loop is not woken 50 times a second. A tap must return at once.
+        self.taps: list[Callable[[PcmBlock], None]] = []
+        #: Held while the taps run and the thread decides whether the loop needs the block: holding it,
+        #: a consumer can take the pre-roll and subscribe with no block falling between the two.
+        self.tap_lock = threading.Lock()
+        self._ready_sent = False
         #: Told (on the event loop) whenever the device's state changes: the owner of the device's state
         #: learns of a lost microphone when it happens, not by polling.
         self.on_state = on_state
@@ -309,6 +325,7 @@ class AlsaCapture:
                 )
         self._update(state="stopped")
         self.ready.clear()
+        self._ready_sent = False
         self.hub.close()
 
     # -- the thread --------------------------------------------------------------------------------
@@ -416,6 +433,17 @@ class AlsaCapture:
             self._errors.clear()
             if was_error:
                 log.info("capture from %r works again", self.cfg.device)
+        with self.tap_lock:
+            for tap in self.taps:
+                try:
+                    tap(block)
+                except Exception:  # a consumer's bug must not stop the microphone
+                    log.exception("capture tap %r failed", tap)
+            to_loop = bool(self.hub.subscribers) or not self._ready_sent
+            self._ready_sent = True
+        if not to_loop:
+            return
+        self._count("to_loop")
         assert self._loop is not None
         try:
             self._loop.call_soon_threadsafe(self._deliver, block, stop)

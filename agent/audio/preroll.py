@@ -2,13 +2,15 @@
 
 `PrerollBuffer` always holds the last few seconds of capture. When a conversation starts, `CallAudio`
 gives the mic track the buffered blocks from the trigger time on, then the live blocks, with neither a
-gap nor a repeat between the two: the snapshot and the live subscription are taken in the same event
-loop step, and capture blocks only arrive through that loop.
+gap nor a repeat between the two: the capture thread fills the ring (a capture tap), and the snapshot
+and the live subscription are taken under the capture's `tap_lock`, the subscription skipping what the
+snapshot holds.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from typing import Protocol
 
@@ -26,23 +28,30 @@ class LiveBlocks(Protocol):
 
 
 class PrerollBuffer:
-    """A ring of the most recent `seconds` of blocks."""
+    """A ring of the most recent `seconds` of blocks, filled from the capture thread."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._blocks: deque[PcmBlock] = deque()
+        self._lock = threading.Lock()
+        #: The sequence number of the last block added (0: none yet).
+        self.last_seq = 0
 
     def add(self, block: PcmBlock) -> None:
-        self._blocks.append(block)
-        while self._blocks and block.t_end - self._blocks[0].t_end > self.seconds:
-            self._blocks.popleft()
+        with self._lock:
+            self._blocks.append(block)
+            self.last_seq = block.seq
+            while self._blocks and block.t_end - self._blocks[0].t_end > self.seconds:
+                self._blocks.popleft()
 
     def since(self, t: float) -> list[PcmBlock]:
         """Blocks whose audio ends after `t` (the block holding `t` is included whole)."""
-        return [b for b in self._blocks if b.t_end > t]
+        with self._lock:
+            return [b for b in self._blocks if b.t_end > t]
 
     def clear(self) -> None:
-        self._blocks.clear()
+        with self._lock:
+            self._blocks.clear()
 
 
 #: The shortest quiet that counts as a pause after the wake word.

@@ -502,27 +502,34 @@ async def _run_agent_path(fifo: Path, until: float) -> tuple[list[float], dict[s
     from ..audio.capture import AlsaCapture
     from ..audio.fileplugin import capture_device
     from ..config import CaptureConfig, WakeConfig
+    from ..listener import Trigger, WakeListener
+    from ..state import StateOwner
     from ..wakeword import WakeWordDetector
 
     detector = await asyncio.to_thread(WakeWordDetector, WakeConfig())
     capture = AlsaCapture(CaptureConfig(device=capture_device(fifo), rate=RATE, period_ms=20))
-    sub = capture.hub.subscribe("listen", max_blocks=100)
-    await capture.start()
-    _emit({"ready": True})
     found: list[float] = []
     names: dict[str, str] = {}
     loop = asyncio.get_running_loop()
+
+    def heard(_trigger: Trigger) -> bool:
+        found.append(time.monotonic())
+        return True
+
+    # the agent's own listening path: capture thread -> wake word thread, the event loop asleep
+    listener = WakeListener(detector, StateOwner(), loop, on_trigger=heard, last_audible_t=lambda: None)
+    listener.start()
+    capture.taps[:] = [listener.tap]
+    await capture.start()
+    _emit({"ready": True})
     line = await loop.run_in_executor(None, sys.stdin.readline)
     until += float(line.split()[1])
     try:
-        async for block in sub:
-            if await detector.process_async(block):
-                found.append(time.monotonic())
-            if time.monotonic() >= until:
-                break
+        await asyncio.sleep(max(0.0, until - time.monotonic()))
         names = _thread_names()  # while the capture and the detector's threads still run
     finally:
         await capture.stop()
+        await listener.stop()
         detector.close()
     return found, names
 

@@ -51,7 +51,9 @@ from ..audio.fileplugin import capture_device, use_file_plugin
 from ..audio.frames import PcmBlock
 from ..audio.resample import convert_pcm
 from ..config import CaptureConfig, WakeConfig, config_from_dict
-from ..wakeword import CHUNK, RATE, WakeWordDetector, load_openwakeword_model
+from ..listener import Trigger, WakeListener
+from ..state import StateOwner
+from ..wakeword import CHUNK, PHRASE_END_MARGIN_S, RATE, WakeWordDetector, load_openwakeword_model
 from .common import vm_rss_mb
 from .speech import espeak, quiet
 
@@ -156,27 +158,37 @@ async def run_listening_path(
     capture = AlsaCapture(cfg, pcm_factory=factory)
     if not paced:
         capture.MAX_AHEAD_S = math.inf  # type: ignore[misc]  # read the file unpaced (see the module docstring)
-    sub = capture.hub.subscribe("listen", max_blocks=n_blocks + 16)
-    detections = []
+    detections: list[tuple[str, float, float, float]] = []
+
+    def heard(trigger: Trigger) -> bool:
+        model = trigger.source.removeprefix("wake:")
+        detections.append((model, trigger.score or 0.0, trigger.t_detected, trigger.t_audio + PHRASE_END_MARGIN_S))
+        return True
+
+    # The agent's listening path: the capture thread hands each block to the wake word's thread (the
+    # event loop sleeps). The unpaced capture's clock runs fast; the refractory period and the latencies
+    # need the audio's own clock, which the block's number gives.
+    listener = WakeListener(
+        detector, StateOwner(), asyncio.get_running_loop(), on_trigger=heard, last_audible_t=lambda: None,
+        queue_blocks=n_blocks + 16,  # unpaced, capture runs ahead: nothing may be lost
+    )  # fmt: skip
+    capture.taps[:] = [lambda b: listener.tap(PcmBlock(b.samples, b.rate, b.seq * period_s, b.seq))]
     detector.reset()
+    listener.start()
     t0 = time.process_time()
     await capture.start()
     try:
-        blocks = 0
-        async for block in sub:
-            # The unpaced capture's clock runs fast; the refractory period and the latencies need the
-            # audio's own clock, which the block's number gives.
-            block = PcmBlock(block.samples, block.rate, block.seq * period_s, block.seq)
-            for det in await detector.process_async(block):
-                detections.append((det.model, det.score, det.t_end, det.t_phrase_end))
-            blocks += 1
-            if blocks >= n_blocks:
-                break
+        while capture.stats.blocks < n_blocks or not listener._queue.empty():
+            await asyncio.sleep(0.01)
+        await listener.stop()  # it finishes the block in hand
+        await asyncio.sleep(0)  # its last detections reach the loop
         cpu = time.process_time() - t0
+        blocks = capture.stats.blocks
     finally:
         release.set()
         await capture.stop()
-    return PathRun(cpu, blocks, sub.dropped, detections)
+        await listener.stop()
+    return PathRun(cpu, blocks, listener.dropped, detections)
 
 
 def run_bare(model: Any, audio16k: np.ndarray) -> float:
