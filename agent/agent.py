@@ -31,6 +31,7 @@ from .gpio import setup_pin_factory
 from .leds import Leds, pattern_for
 from .listener import WAKE_PHRASE_S, Detection, Trigger, WakeListener
 from .memory import limit_malloc_arenas
+from .metrics import Publisher
 from .observe import Observer
 from .retry import RetryPolicy
 from .state import ErrorKind, Input, PressAction, Snapshot, State, StateOwner, press_action
@@ -69,6 +70,7 @@ class Agent:
         self.button: Button | None = None
         self._triggers: asyncio.Queue[Trigger] = asyncio.Queue(maxsize=1)
         self._listen_task: asyncio.Task[None] | None = None
+        self.publisher: Publisher | None = None  # metrics and status files (agent.metrics), when configured
         conv = config.conversation
         self.retry = RetryPolicy(Backoff(conv.backoff_initial_s, conv.backoff_max_s))
 
@@ -140,6 +142,9 @@ class Agent:
             stop_reply=self._stop_reply,
         )
         self._listen_task = asyncio.create_task(self.listener.run(), name="listener")
+        self.publisher = Publisher.for_agent(self)
+        if self.publisher is not None:
+            self.publisher.start()
 
     async def stop(self) -> None:
         if self._listen_task is not None:
@@ -147,6 +152,8 @@ class Agent:
             await asyncio.gather(self._listen_task, return_exceptions=True)
         if self.conversation is not None:
             await self.conversation.hang_up("agent stopping")
+        if self.publisher is not None:
+            await self.publisher.stop()
         await self.capture.stop()
         await self.playback.stop()
         for detector in (self.detector, self.stop_detector):
