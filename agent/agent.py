@@ -28,6 +28,7 @@ from .call_config import call_options_for, target_for
 from .config import Config, WakeModelConfig
 from .conversation import Conversation, ConversationResult
 from .gpio import setup_pin_factory
+from .journal import call_context
 from .leds import Leds, pattern_for
 from .listener import WAKE_PHRASE_S, Detection, Trigger, WakeListener
 from .memory import limit_malloc_arenas
@@ -257,17 +258,19 @@ class Agent:
             self.states,
             self.observer,
         )
-        try:
-            result = await self.conversation.run(trigger.source, trigger.t_detected, audio, audio.preroll_s)
-        finally:
-            self.capture.hub.unsubscribe(live)
-            self.conversation = None
-        log.info(
-            "conversation over: %s (%d responses%s)",
-            result.end_reason,
-            len(result.responses),
-            f", {result.error_kind}: {result.error}" if result.error else "",
-        )
+        conv = self.conversation
+        with call_context(lambda: conv.call):  # log lines carry the call's ids (agent.journal)
+            try:
+                result = await conv.run(trigger.source, trigger.t_detected, audio, audio.preroll_s)
+            finally:
+                self.capture.hub.unsubscribe(live)
+                self.conversation = None
+            log.info(
+                "conversation over: %s (%d responses%s)",
+                result.end_reason,
+                len(result.responses),
+                f", {result.error_kind}: {result.error}" if result.error else "",
+            )
         self.states.apply(Input.HUNG_UP, cause=result.end_reason)
         if result.error_kind is not None and not result.ok:
             await self._after_error(result)

@@ -4,6 +4,7 @@
     voice-agent demo [--json] [--out DIR]               the whole loop on this machine, no hardware, no cloud
     voice-agent emulator [--port N] ...                 a local Voice Live emulator on 127.0.0.1
     voice-agent check [--json] [--button S]             what is wrong on this device: a pass/fail table
+    voice-agent status [--json]                         what the running service is doing (exit 1: error)
     voice-agent devices [--json]                        ALSA devices and the rates and channels they take
     voice-agent detect [--json] [--sweep] FILE...       the wake word path on WAV files; threshold tuning
     voice-agent bench wake [--json]                     wake word CPU, latency and memory on this machine
@@ -40,9 +41,11 @@ log = logging.getLogger("agent")
 
 
 def _setup_logging(level: str | int, stream: object = sys.stdout) -> None:
-    """Logs go to stdout for journald, which adds its own timestamps."""
-    handler = logging.StreamHandler(stream)  # type: ignore[arg-type]
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    """Logs go to stdout: plain lines, or under systemd journald's native protocol with fields to filter
+    on (agent.journal)."""
+    from .journal import make_handler
+
+    handler = make_handler(stream, os.environ)  # type: ignore[arg-type]
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -224,6 +227,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     report = asyncio.run(run_check(path, dict(os.environ), options))
     print(report.to_json() if args.json else report.table())
     return 0 if report.ok else 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .status import reader_path, run_status
+
+    config = _load_config_arg(args.config)
+    return run_status(reader_path(config.metrics.runtime_dir, os.environ), args.json)
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -446,6 +456,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--timeout", type=float, default=10.0, help="seconds for each network step")
     check.add_argument("-v", "--verbose", action="store_true")
     check.set_defaults(func=_cmd_check)
+
+    status = sub.add_parser(
+        "status",
+        help="what the running service is doing: state, last errors, counters since start",
+        description="Reads the status file the service rewrites in its runtime folder ($RUNTIME_DIRECTORY, "
+        "/run/voice-agent, or metrics.runtime_dir). Its first line is the STATUS line `systemctl status "
+        "voice-agent` shows. Exit code 0: working; 1: it shows an error; 2: no service running (or it stopped "
+        "rewriting the file).",
+    )
+    status.add_argument("--config", help="YAML file (default: $VOICE_AGENT_CONFIG or /etc/voice-agent/config.yaml)")
+    status.add_argument("--json", action="store_true", help="the status file as one JSON object")
+    status.set_defaults(func=_cmd_status)
 
     devices = sub.add_parser("devices", help="ALSA capture and playback devices and the rates and channels they take")
     devices.add_argument("--json", action="store_true")

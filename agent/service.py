@@ -17,6 +17,7 @@ from collections.abc import Callable
 from .agent import Agent
 from .config import Config, SystemdEnv
 from .errors import ConfigError
+from .journal import CONTEXT as LOG_CONTEXT
 from .sdnotify import Notifier, ProgressCheck, feed_watchdog
 from .status import status_line, status_text
 from .voicelive.auth import Credentials
@@ -78,6 +79,7 @@ async def run_service(
     sd = sd or SystemdEnv()
     notifier = Notifier(sd.notify_socket)
     agent = Agent(config, credentials)
+    LOG_CONTEXT.device, LOG_CONTEXT.snapshot = config.device.name, lambda: agent.states.snapshot
     who = f"{config.device.name}: " if config.device.name else ""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

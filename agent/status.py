@@ -118,7 +118,7 @@ def describe(doc: dict[str, Any]) -> str:
 def run_status(path: Path, as_json: bool) -> int:
     doc, why = read_status(path)
     if doc is None:
-        print(f"voice-agent status: {why}", flush=True)
+        print(json.dumps({"running": False, "message": why}) if as_json else f"voice-agent status: {why}")
         return EXIT_NOT_RUNNING
     print(json.dumps(doc) if as_json else describe(doc))
     return EXIT_ERROR if doc.get("shown_error") else EXIT_OK
