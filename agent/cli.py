@@ -10,6 +10,7 @@
     voice-agent bench wake [--json]                     wake word CPU, latency and memory on this machine
     voice-agent bench audio [--json]                    audio path latency, pre-roll, barge-in, CPU in a call
     voice-agent bench peers [--json]                    listening vs wyoming-openwakeword, bare openWakeWord
+    voice-agent bench metrics [--json]                  what publishing the metrics costs while idle
     voice-agent bench [all] [--json] [--soak N]         agent vs bare baselines, latencies, soak: one table
 
 Configuration errors exit with 78 (EX_CONFIG) and name the key, so systemd does not restart in a loop.
@@ -183,6 +184,13 @@ def _cmd_bench_peers(args: argparse.Namespace) -> int:
     _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
     return run_peers_bench(as_json=args.json, seconds=max(10.0, args.seconds), clips=max(1, args.clips),
                            window_s=max(1.0, args.window))  # fmt: skip
+
+
+def _cmd_bench_metrics(args: argparse.Namespace) -> int:
+    from .bench.metrics import run_metrics_bench
+
+    _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
+    return run_metrics_bench(_load_config_arg(args.config), args.json, max(10, args.repeats), max(5.0, args.seconds))
 
 
 def _cmd_bench_all(args: argparse.Namespace) -> int:
@@ -446,6 +454,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     baudio.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     baudio.set_defaults(func=_cmd_bench_audio)
+    bmetrics = benches.add_parser(
+        "metrics",
+        help="what the metrics and status files cost while idle (goal < 0.1 % of a core)",
+        description="Renders and writes the metrics and status files (fsync, rename) and samples the microphone "
+        "level as the running service does, on a real Agent whose devices are not opened: each step's CPU, and "
+        "the publisher task on an event loop against the same loop without it. Files go to a temporary folder "
+        "in the current directory (run it on the device's disk).",
+    )
+    bmetrics.add_argument("--json", action="store_true", help="print one JSON object")
+    bmetrics.add_argument("--repeats", type=int, default=300, help="repetitions of each step (default 300)")
+    bmetrics.add_argument("--seconds", type=float, default=30.0, help="each event loop stretch (default 30)")
+    bmetrics.add_argument("--config", help="take metrics.interval_s and the rest from this YAML file")
+    bmetrics.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    bmetrics.set_defaults(func=_cmd_bench_metrics)
     check = sub.add_parser("check", help="check config, audio, LEDs, network, credentials and models: pass/fail")
     check.add_argument("--config", help="YAML file (default: $VOICE_AGENT_CONFIG or /etc/voice-agent/config.yaml)")
     check.add_argument("--json", action="store_true", help="one JSON object instead of the table")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -91,6 +92,7 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@functools.cache
 def package_version() -> str:
     try:
         return version("voice-agent")
@@ -111,8 +113,9 @@ class MicLevel:
     def sample(self, now: float) -> None:
         blocks = self.preroll.since(self._t_last)
         if blocks:
-            audio = np.concatenate([b.samples for b in blocks]).astype(np.float64)
-            self._samples.append((now, float(np.dot(audio, audio)), audio.size))
+            # integers, not np.dot: a BLAS call wakes its thread pool, which then spins on the other core
+            audio = np.concatenate([b.samples for b in blocks]).astype(np.int32)
+            self._samples.append((now, float(np.square(audio).sum(dtype=np.int64)), audio.size))
             self._t_last = blocks[-1].t_end
         while self._samples and now - self._samples[0][0] > self.window_s:
             self._samples.popleft()
