@@ -14,6 +14,9 @@
 #                            adafruit-voice-bonnet, usb-breadboard (audio devices, pins, overlay lines)
 #     --wake-word NAME       a wake word model by name (hey_jarvis, alexa, hey_mycroft, ...) or .onnx path
 #     --device-name NAME     a name shown in the log, `systemctl status` and `voice-agent check`
+#     --metrics              fleet health for Prometheus: install prometheus-node-exporter, let the service
+#                            write /var/lib/prometheus/node-exporter/voice_agent.prom (its textfile
+#                            collector's folder; an ACL from tmpfiles.d) and set metrics.textfile to it
 #     --config FILE          start from this YAML instead of the defaults (flags still apply over it)
 #     --force-config         replace an existing /etc/voice-agent/config.yaml (kept otherwise; the new one is
 #                            written beside it as config.yaml.new)
@@ -44,7 +47,8 @@ MODEL_FILES="melspectrogram embedding_model silero_vad alexa_v0.1 hey_jarvis_v0.
 
 # systemd: systemd-analyze, which the tests run on the unit (a fresh container may not have it).
 # chromium: a second, independent WebRTC stack for tests/test_browser.py (driven headless over CDP).
-DEV_APT_PACKAGES="python3 python3-venv python3-dev gcc libc6-dev libasound2-dev alsa-utils espeak-ng sox systemd chromium"
+# prometheus-node-exporter: tests/test_metrics.py scrapes the agent's metrics file through it.
+DEV_APT_PACKAGES="python3 python3-venv python3-dev gcc libc6-dev libasound2-dev alsa-utils espeak-ng sox systemd chromium prometheus-node-exporter"
 FLEET_APT_PACKAGES="python3 python3-venv python3-dev gcc libc6-dev libasound2-dev alsa-utils"
 
 usage() {
@@ -179,6 +183,8 @@ CRED_DIR=$ETC/credentials
 UNIT_NAME=voice-agent.service
 UNIT_DEST=/etc/systemd/system/$UNIT_NAME
 SYSUSERS=/usr/lib/sysusers.d/voice-agent.conf
+TMPFILES=/usr/lib/tmpfiles.d/voice-agent-metrics.conf
+TEXTFILE_DIR=/var/lib/prometheus/node-exporter
 BIN_LINK=/usr/local/bin/voice-agent
 BOOT_CONFIG=/boot/firmware/config.txt
 MARK_BEGIN="# >>> voice-agent: install.sh rewrites this block on every run (add your own lines outside it)"
@@ -186,7 +192,7 @@ MARK_END="# <<< voice-agent"
 
 ROOT=""
 ENDPOINT="" API_KEY_FILE="" MODEL="" HARDWARE="" WAKE_WORD="" DEVICE_NAME="" CONFIG_FILE="" SOURCE=""
-DRY_RUN=0 UNINSTALL=0 PURGE=0 FORCE_CONFIG=0 ROOT_SET=0
+DRY_RUN=0 UNINSTALL=0 PURGE=0 FORCE_CONFIG=0 ROOT_SET=0 METRICS=0
 API_KEY=""            # read once, kept in this shell only (never in an argument of another process)
 CHANGES=()            # what this run changed, for the summary
 NOTES=()
@@ -354,6 +360,7 @@ install_config() {
     trap "rm -f '$rendered'" RETURN
     VA_PROFILE=${HARDWARE:+$(profile_path "$HARDWARE")} VA_BASE=$CONFIG_FILE VA_ENDPOINT=$ENDPOINT VA_MODEL=$MODEL \
     VA_WAKE_WORD=$WAKE_WORD VA_DEVICE_NAME=$DEVICE_NAME VA_EXISTING=$dest \
+    VA_METRICS=$([ $METRICS -eq 1 ] && echo "$TEXTFILE_DIR/voice_agent.prom") \
         "$ROOT$VENV/bin/python" - "$rendered" <<'EOF' || die 2 "the configuration was refused (see above); nothing was written to $ETC"
 import os, sys, yaml
 from agent.config import config_from_dict
@@ -391,6 +398,8 @@ if env["VA_MODEL"]:
     flags["voicelive"]["model"] = env["VA_MODEL"]
 if env["VA_DEVICE_NAME"]:
     flags["device"]["name"] = env["VA_DEVICE_NAME"]
+if env["VA_METRICS"]:
+    flags["metrics"] = {"textfile": env["VA_METRICS"]}
 if env["VA_WAKE_WORD"]:
     flags["wake"] = {"models": [{"name": env["VA_WAKE_WORD"]}]}
 merge(data, {k: v for k, v in flags.items() if v})
@@ -453,6 +462,22 @@ install_credential() {
         say "API key: unchanged"
     fi
     umask "$old_umask"
+}
+
+# --metrics: node_exporter's textfile folder, writable by the service's user through an ACL that
+# systemd-tmpfiles sets now (or at first boot of an image); the unit's ReadWritePaths= names the folder.
+install_metrics() {
+    [ $METRICS -eq 1 ] || return 0
+    ensure_dir "$ROOT$(dirname "$TMPFILES")" 755
+    if printf '%s\n' \
+        "# node_exporter's textfile collector folder, writable by voice-agent (written by install.sh --metrics)." \
+        "d $TEXTFILE_DIR 0755 root root -" \
+        "a+ $TEXTFILE_DIR - - - - u:voice-agent:rwx" \
+        | write_if_changed "$ROOT$TMPFILES" 644; then
+        changed "metrics folder declared in $TMPFILES"
+    fi
+    [ -z "$ROOT" ] || return 0
+    systemd-tmpfiles --create "$TMPFILES" || die 4 "systemd-tmpfiles --create $TMPFILES failed"
 }
 
 install_unit() {
@@ -592,6 +617,7 @@ dry_run() {
     say "would install $SOURCE into $VENV, and the wake word models"
     say "would write $ETC/config.yaml${HARDWARE:+ from hardware/$HARDWARE.yaml}${CONFIG_FILE:+ and $CONFIG_FILE} (kept if present unless --force-config)"
     [ -z "$API_KEY" ] || say "would store the API key in $CRED_DIR/$CRED_NAME (root, mode 600)"
+    [ $METRICS -eq 0 ] || say "would install prometheus-node-exporter, let voice-agent write $TEXTFILE_DIR ($TMPFILES) and set metrics.textfile"
     say "would install $UNIT_DEST${ROOT:+ (not enabled: --root)}"
     [ -z "$HARDWARE" ] || say "would keep the profile's lines in $BOOT_CONFIG"
 }
@@ -599,7 +625,7 @@ dry_run() {
 install_fleet() {
     [ -n "$ROOT" ] && say "installing into $ROOT (no apt, no systemctl, no useradd)"
     if [ -z "$ROOT" ]; then
-        apt_install $FLEET_APT_PACKAGES
+        apt_install $FLEET_APT_PACKAGES $([ $METRICS -eq 0 ] || echo prometheus-node-exporter)
     fi
     check_python
     install_user
@@ -612,6 +638,7 @@ install_fleet() {
     fi
     install_config
     install_credential
+    install_metrics
     install_unit
     install_boot_config
     start_service
@@ -626,7 +653,7 @@ uninstall_fleet() {
         fi
     fi
     local p
-    for p in "$UNIT_DEST" "$BIN_LINK" "$SYSUSERS"; do
+    for p in "$UNIT_DEST" "$BIN_LINK" "$SYSUSERS" "$TMPFILES"; do
         if [ -e "$ROOT$p" ] || [ -L "$ROOT$p" ]; then
             rm -f "$ROOT$p"
             changed "removed $p"
@@ -677,6 +704,7 @@ main() {
             --uninstall) UNINSTALL=1 ;;
             --purge) PURGE=1 ;;
             --force-config) FORCE_CONFIG=1 ;;
+            --metrics) METRICS=1 ;;
             -h|--help) usage; exit 0 ;;
             *) usage >&2; die 2 "unknown option: $1" ;;
         esac

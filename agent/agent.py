@@ -28,9 +28,11 @@ from .call_config import call_options_for, target_for
 from .config import Config, WakeModelConfig
 from .conversation import Conversation, ConversationResult
 from .gpio import setup_pin_factory
+from .journal import call_context
 from .leds import Leds, pattern_for
 from .listener import WAKE_PHRASE_S, Detection, Trigger, WakeListener
 from .memory import limit_malloc_arenas
+from .metrics import Publisher
 from .observe import Observer
 from .retry import RetryPolicy
 from .state import ErrorKind, Input, PressAction, Snapshot, State, StateOwner, press_action
@@ -71,6 +73,7 @@ class Agent:
         self._triggers: asyncio.Queue[Trigger] = asyncio.Queue(maxsize=1)
         #: The next call's peer connection and offer, made while idle (agent.voicelive.call.PreparedOffer).
         self._next_offer: asyncio.Task[PreparedOffer] | None = None
+        self.publisher: Publisher | None = None  # metrics and status files (agent.metrics), when configured
         conv = config.conversation
         self.retry = RetryPolicy(Backoff(conv.backoff_initial_s, conv.backoff_max_s))
 
@@ -144,6 +147,9 @@ class Agent:
                 self.config.gpio.button, asyncio.get_running_loop(), on_press=self.press, on_hold=self.hold
             )
         self._prepare_next_offer()
+        self.publisher = Publisher.for_agent(self)
+        if self.publisher is not None:
+            self.publisher.start()
 
     def _prepare_next_offer(self) -> None:
         """Make the next call's peer connection and offer now, while idle: nothing reaches the service,
@@ -169,6 +175,8 @@ class Agent:
         await self._drop_offer()
         if self.conversation is not None:
             await self.conversation.hang_up("agent stopping")
+        if self.publisher is not None:
+            await self.publisher.stop()
         await self.capture.stop()
         if self.listener is not None:
             await self.listener.stop()
@@ -280,17 +288,19 @@ class Agent:
             self.observer,
             prepared=await self._take_offer(),
         )
-        try:
-            result = await self.conversation.run(trigger.source, trigger.t_detected, audio, audio.preroll_s)
-        finally:
-            self.capture.hub.unsubscribe(live)
-            self.conversation = None
-        log.info(
-            "conversation over: %s (%d responses%s)",
-            result.end_reason,
-            len(result.responses),
-            f", {result.error_kind}: {result.error}" if result.error else "",
-        )
+        conv = self.conversation
+        with call_context(lambda: conv.call):  # log lines carry the call's ids (agent.journal)
+            try:
+                result = await conv.run(trigger.source, trigger.t_detected, audio, audio.preroll_s)
+            finally:
+                self.capture.hub.unsubscribe(live)
+                self.conversation = None
+            log.info(
+                "conversation over: %s (%d responses%s)",
+                result.end_reason,
+                len(result.responses),
+                f", {result.error_kind}: {result.error}" if result.error else "",
+            )
         self.states.apply(Input.HUNG_UP, cause=result.end_reason)
         if result.error_kind is not None and not result.ok:
             await self._after_error(result)

@@ -6,7 +6,8 @@ order they depend on each other, and says what failed and what to do. Nothing he
 Rows: the configuration; the credentials; ALSA capture at the configured rate (three seconds of level
 in dBFS, and clipping); ALSA playback (a short test tone); an LED walk; optionally a button press; DNS and
 TLS to the endpoint; whether the service accepts the credentials (the control channel is opened and
-closed, no call is made); the wake word models. The exit code is 1 when any row failed.
+closed, no call is made); the wake word models. The exit code is 1 when any row failed. Without an
+endpoint (no Azure resource yet) the hardware rows still run and the others say "skip" and why.
 
 Run it with the service stopped (`systemctl stop voice-agent`): the service holds the sound card.
 """
@@ -36,6 +37,8 @@ from .errors import ConfigError
 log = logging.getLogger(__name__)
 
 Status = Literal["pass", "warn", "fail", "skip"]
+
+NO_ENDPOINT = "not checked: no endpoint configured (voicelive.endpoint: wss://<resource>.services.ai.azure.com)"
 
 #: Where install.sh keeps the key; `sudo voice-agent check` reads it from there, as systemd would.
 INSTALLED_CREDENTIALS = Path("/etc/voice-agent/credentials")
@@ -350,18 +353,24 @@ async def run_check(config_path: Path | None, env: Mapping[str, str], options: C
     report = Report(str(config_path) if config_path else None, None)
     try:
         config = load_config(config_path)
-        if not config.voicelive.endpoint:
-            raise ConfigError("voicelive.endpoint", "required: wss://<resource>.services.ai.azure.com")
     except ConfigError as exc:
         report.rows.append(Row("config", "fail", str(exc)))
         return report
     report.device_name = config.device.name
-    report.rows.append(Row("config", "pass", f"{config_path or 'built-in defaults'}: valid"))
+    where = config_path or "built-in defaults"
+    # Without an endpoint (no Azure resource yet) the hardware can still be checked: the rows that need
+    # the service are marked as not checked.
+    endpoint = bool(config.voicelive.endpoint)
+    if endpoint:
+        report.rows.append(Row("config", "pass", f"{where}: valid"))
+    else:
+        report.rows.append(Row("config", "warn", f"{where}: valid, but voicelive.endpoint is not set (needed to run)"))
     env = with_installed_credentials(env)
     try:
         report.rows.append(Row("credentials", "pass", load_credentials(config.voicelive.auth, env).describe()))
     except ConfigError as exc:
-        report.rows.append(Row("credentials", "fail", str(exc)))
+        report.rows.append(Row("credentials", "fail", str(exc)) if endpoint else
+                           Row("credentials", "skip", f"{NO_ENDPOINT}; no key found yet either ({exc})"))  # fmt: skip
 
     async def in_thread(fn: Callable[..., Row], *args: object) -> Row:
         return await asyncio.to_thread(fn, *args)
@@ -377,10 +386,13 @@ async def run_check(config_path: Path | None, env: Mapping[str, str], options: C
     else:
         report.rows.append(Row("leds", "skip", "--no-leds"))
     await _timed(report, lambda: in_thread(check_button, config, options.button_s))
-    await _timed(report, lambda: check_network(config, options.timeout_s))
-    if any(r.name in ("dns", "tls") and r.status == "fail" for r in report.rows):
-        report.rows.append(Row("auth", "skip", "the endpoint cannot be reached"))
+    if not endpoint:
+        report.rows += [Row(name, "skip", NO_ENDPOINT) for name in ("dns", "tls", "auth")]
     else:
-        await _timed(report, lambda: check_auth(config, env, options.timeout_s))
+        await _timed(report, lambda: check_network(config, options.timeout_s))
+        if any(r.name in ("dns", "tls") and r.status == "fail" for r in report.rows):
+            report.rows.append(Row("auth", "skip", "the endpoint cannot be reached"))
+        else:
+            await _timed(report, lambda: check_auth(config, env, options.timeout_s))
     await _timed(report, lambda: in_thread(check_wake_word, config))
     return report

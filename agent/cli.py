@@ -4,11 +4,13 @@
     voice-agent demo [--json] [--out DIR]               the whole loop on this machine, no hardware, no cloud
     voice-agent emulator [--port N] ...                 a local Voice Live emulator on 127.0.0.1
     voice-agent check [--json] [--button S]             what is wrong on this device: a pass/fail table
+    voice-agent status [--json]                         what the running service is doing (exit 1: error)
     voice-agent devices [--json]                        ALSA devices and the rates and channels they take
     voice-agent detect [--json] [--sweep] FILE...       the wake word path on WAV files; threshold tuning
     voice-agent bench wake [--json]                     wake word CPU, latency and memory on this machine
     voice-agent bench audio [--json]                    audio path latency, pre-roll, barge-in, CPU in a call
     voice-agent bench peers [--json]                    listening vs wyoming-openwakeword, bare openWakeWord
+    voice-agent bench metrics [--json]                  what publishing the metrics costs while idle
     voice-agent bench [all] [--json] [--soak N]         agent vs bare baselines, latencies, soak: one table
 
 Configuration errors exit with 78 (EX_CONFIG) and name the key, so systemd does not restart in a loop.
@@ -40,9 +42,11 @@ log = logging.getLogger("agent")
 
 
 def _setup_logging(level: str | int, stream: object = sys.stdout) -> None:
-    """Logs go to stdout for journald, which adds its own timestamps."""
-    handler = logging.StreamHandler(stream)  # type: ignore[arg-type]
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    """Logs go to stdout: plain lines, or under systemd journald's native protocol with fields to filter
+    on (agent.journal)."""
+    from .journal import make_handler
+
+    handler = make_handler(stream, os.environ)  # type: ignore[arg-type]
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -182,6 +186,13 @@ def _cmd_bench_peers(args: argparse.Namespace) -> int:
                            window_s=max(1.0, args.window))  # fmt: skip
 
 
+def _cmd_bench_metrics(args: argparse.Namespace) -> int:
+    from .bench.metrics import run_metrics_bench
+
+    _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
+    return run_metrics_bench(_load_config_arg(args.config), args.json, max(10, args.repeats), max(5.0, args.seconds))
+
+
 def _cmd_bench_all(args: argparse.Namespace) -> int:
     from .bench.table import BenchOptions, run_bench_table
 
@@ -224,6 +235,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     report = asyncio.run(run_check(path, dict(os.environ), options))
     print(report.to_json() if args.json else report.table())
     return 0 if report.ok else 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .status import reader_path, run_status
+
+    config = _load_config_arg(args.config)
+    return run_status(reader_path(config.metrics.runtime_dir, os.environ), args.json)
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -436,6 +454,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     baudio.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     baudio.set_defaults(func=_cmd_bench_audio)
+    bmetrics = benches.add_parser(
+        "metrics",
+        help="what the metrics and status files cost while idle (goal < 0.1 % of a core)",
+        description="Renders and writes the metrics and status files (fsync, rename) and samples the microphone "
+        "level as the running service does, on a real Agent whose devices are not opened: each step's CPU, and "
+        "the publisher task on an event loop against the same loop without it. Files go to a temporary folder "
+        "in the current directory (run it on the device's disk).",
+    )
+    bmetrics.add_argument("--json", action="store_true", help="print one JSON object")
+    bmetrics.add_argument("--repeats", type=int, default=300, help="repetitions of each step (default 300)")
+    bmetrics.add_argument("--seconds", type=float, default=30.0, help="each event loop stretch (default 30)")
+    bmetrics.add_argument("--config", help="take metrics.interval_s and the rest from this YAML file")
+    bmetrics.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    bmetrics.set_defaults(func=_cmd_bench_metrics)
     check = sub.add_parser("check", help="check config, audio, LEDs, network, credentials and models: pass/fail")
     check.add_argument("--config", help="YAML file (default: $VOICE_AGENT_CONFIG or /etc/voice-agent/config.yaml)")
     check.add_argument("--json", action="store_true", help="one JSON object instead of the table")
@@ -446,6 +478,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--timeout", type=float, default=10.0, help="seconds for each network step")
     check.add_argument("-v", "--verbose", action="store_true")
     check.set_defaults(func=_cmd_check)
+
+    status = sub.add_parser(
+        "status",
+        help="what the running service is doing: state, last errors, counters since start",
+        description="Reads the status file the service rewrites in its runtime folder ($RUNTIME_DIRECTORY, "
+        "/run/voice-agent, or metrics.runtime_dir). Its first line is the STATUS line `systemctl status "
+        "voice-agent` shows. Exit code 0: working; 1: it shows an error; 2: no service running (or it stopped "
+        "rewriting the file).",
+    )
+    status.add_argument("--config", help="YAML file (default: $VOICE_AGENT_CONFIG or /etc/voice-agent/config.yaml)")
+    status.add_argument("--json", action="store_true", help="the status file as one JSON object")
+    status.set_defaults(func=_cmd_status)
 
     devices = sub.add_parser("devices", help="ALSA capture and playback devices and the rates and channels they take")
     devices.add_argument("--json", action="store_true")

@@ -225,6 +225,17 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """What the running service publishes about itself: a Prometheus text file for node_exporter's textfile
+    collector (null: none), and the status file `voice-agent status` reads (always, in runtime_dir)."""
+
+    textfile: Path | None = None
+    interval_s: float = _f(15.0, 1.0, 3600.0)
+    #: null: $RUNTIME_DIRECTORY (systemd's RuntimeDirectory=, /run/voice-agent); outside systemd, none.
+    runtime_dir: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     voicelive: VoiceLiveConfig = _sub(VoiceLiveConfig)
     network: NetworkConfig = _sub(NetworkConfig)
@@ -234,6 +245,7 @@ class Config:
     conversation: ConversationConfig = _sub(ConversationConfig)
     logging: LoggingConfig = _sub(LoggingConfig)
     device: DeviceConfig = _sub(DeviceConfig)
+    metrics: MetricsConfig = _sub(MetricsConfig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -402,6 +414,9 @@ def _validate(config: Config) -> Config:
         if not server.urls:
             raise ConfigError(f"network.ice_servers[{i}].urls", "give at least one stun: or turn: URL")
     _validate_gpio(config.gpio)
+    textfile = config.metrics.textfile
+    if textfile is not None and textfile.suffix != ".prom":
+        raise ConfigError("metrics.textfile", f"{textfile}: node_exporter's textfile collector reads only *.prom files")
     if config.conversation.backoff_initial_s > config.conversation.backoff_max_s:
         raise ConfigError("conversation.backoff_initial_s", "must not exceed conversation.backoff_max_s")
     return config

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from .agent import Agent
 from .config import Config, SystemdEnv
 from .errors import ConfigError
+from .journal import CONTEXT as LOG_CONTEXT
 from .sdnotify import Notifier, ProgressCheck, feed_watchdog
-from .state import Snapshot
+from .status import status_line, status_text
 from .voicelive.auth import Credentials
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ async def run_service(
     sd = sd or SystemdEnv()
     notifier = Notifier(sd.notify_socket)
     agent = Agent(config, credentials)
+    LOG_CONTEXT.device, LOG_CONTEXT.snapshot = config.device.name, lambda: agent.states.snapshot
     who = f"{config.device.name}: " if config.device.name else ""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -100,7 +102,7 @@ async def run_service(
             names = ", ".join(agent.detector.names if agent.detector else [])
             log.info("%slistening for %s", who, names)
             notifier.ready(f"{who}listening for {names}")
-            agent.states.subscribe(lambda _old, new: notifier.status(f"{who}{status_line(new)}"))
+            agent.states.subscribe(lambda _old, new: notifier.status(status_text(config.device.name, new)))
             interval = sd.watchdog_interval_s(os.getpid())
             if interval is not None:
                 capture = agent.capture
@@ -125,13 +127,4 @@ async def run_service(
     return rc
 
 
-def status_line(snap: Snapshot) -> str:
-    """systemd's STATUS= for a snapshot: what the device is doing, and what is wrong."""
-    parts = [snap.state.value.replace("_", " ")]
-    if snap.muted:
-        parts.append("muted")
-    if snap.blocked is not None:
-        parts.append(f"{snap.blocked.value} error: reload or hold the button to retry")
-    elif snap.shown_error is not None:
-        parts.append(f"{snap.shown_error.value} error")
-    return ", ".join(parts)
+__all__ = ["run_service", "status_line"]  # status_line lives in agent.status

@@ -27,13 +27,15 @@ VOICE_AGENT = str(Path(sys.executable).with_name("voice-agent"))
 pytestmark = pytest.mark.timeout(120)
 
 
-def write_config(tmp: Path, url: str, key: str, name: str) -> Path:
+def write_config(tmp: Path, url: str | None, key: str | None, name: str) -> Path:
     keyfile = tmp / f"{name}.key"
-    keyfile.write_text(key + "\n")
-    keyfile.chmod(0o600)
+    if key is not None:
+        keyfile.write_text(key + "\n")
+        keyfile.chmod(0o600)
+    voicelive = {"endpoint": url, "connect_timeout_s": 5.0, "auth": {"api_key_file": str(keyfile)}}
     config = {
         "device": {"name": "test-pi"},
-        "voicelive": {"endpoint": url, "connect_timeout_s": 5.0, "auth": {"api_key_file": str(keyfile)}},
+        "voicelive": voicelive if url is not None else {},
         "network": {"ice_loopback": True},
         "audio": {
             "capture": {"device": capture_device(tmp / f"{name}.fifo"), "rate": 16000},
@@ -46,7 +48,7 @@ def write_config(tmp: Path, url: str, key: str, name: str) -> Path:
     return path
 
 
-async def run_check(tmp: Path, url: str, key: str, name: str) -> tuple[int, dict[str, Any], str]:
+async def run_check(tmp: Path, url: str | None, key: str | None, name: str) -> tuple[int, dict[str, Any], str]:
     """The command in a child process, its microphone a FIFO fed here in real time (about -20 dBFS)."""
     config = write_config(tmp, url, key, name)
     noise = (np.random.default_rng(3).standard_normal(16000 * 5) * 3000).astype(np.int16)
@@ -104,6 +106,24 @@ async def test_check_with_a_wrong_key_fails_the_auth_row(tmp_path: Path) -> None
     assert "check the API key" in checks["auth"]["detail"]
     assert [n for n, r in checks.items() if r["status"] == "fail"] == ["auth"]
     assert "wrong-key-7c1f" not in text and KEY not in text
+
+
+async def test_check_without_an_endpoint_checks_the_hardware_and_skips_the_rest(tmp_path: Path) -> None:
+    """A newcomer before the Azure resource exists: no endpoint, no key."""
+    use_file_plugin(tmp_path)
+    code, report, text = await run_check(tmp_path, None, None, "new")
+    checks = rows(report)
+    assert code == 0 and report["ok"], text
+    assert {n: r["status"] for n, r in checks.items()} == {
+        "config": "warn", "credentials": "skip", "capture": "pass", "playback": "pass", "leds": "pass",
+        "button": "skip", "dns": "skip", "tls": "skip", "auth": "skip", "wake word": "pass",
+    }  # fmt: skip
+    assert "voicelive.endpoint is not set" in checks["config"]["detail"]
+    for name in ("credentials", "dns", "tls", "auth"):
+        assert checks[name]["detail"].startswith("not checked: no endpoint configured"), checks[name]
+    level = float(checks["capture"]["detail"].split(": ")[1].split(" dBFS")[0])
+    assert -25 < level < -15, checks["capture"]
+    assert (tmp_path / "new.wav").stat().st_size > 48000 * 2  # the tone was played
 
 
 async def test_check_table_and_a_bad_config(tmp_path: Path) -> None:

@@ -5,8 +5,10 @@ uninstall and purge, and bad options that are refused before anything changes.""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import stat
+import struct
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -244,6 +246,41 @@ def test_uninstall_keeps_config_and_key_and_purge_removes_them(installed: tuple[
     assert "system user voice-agent is kept" in purge.out
     again = run_install("--root", str(root), "--uninstall", "--purge")
     assert again.code == 0 and "nothing to change" in again.out
+
+
+def test_metrics_lets_the_service_write_node_exporters_folder(installed: tuple[Path, Run], wheel: Path,
+                                                             tmp_path: Path) -> None:  # fmt: skip
+    """--metrics: the config names the textfile, and tmpfiles.d gives the service's user (declared by
+    sysusers.d) write access to node_exporter's folder, applied here as a first boot would apply it."""
+    tmpfiles_cmd = shutil.which("systemd-tmpfiles")
+    assert tmpfiles_cmd, "systemd-tmpfiles comes with systemd, one of install.sh --dev's packages"
+    root = copy_tree(installed[0], tmp_path / "root")
+    result = run_install(*fleet_args(root, wheel), "--metrics", "--force-config", stdin=KEY + "\n")
+    assert result.code == 0, result.out
+    textfile = Path("/var/lib/prometheus/node-exporter/voice_agent.prom")
+    assert load_config(root / "etc/voice-agent/config.yaml").metrics.textfile == textfile
+    conf = root / "usr/lib/tmpfiles.d/voice-agent-metrics.conf"
+    assert mode(conf) == 0o644
+    unit = (root / "etc/systemd/system/voice-agent.service").read_text()
+    assert f"ReadWritePaths=-{textfile.parent}" in unit  # writable through ProtectSystem=strict
+    lines = [ln for ln in conf.read_text().splitlines() if ln and not ln.startswith("#")]
+    assert lines == [f"d {textfile.parent} 0755 root root -", f"a+ {textfile.parent} - - - - u:voice-agent:rwx"]
+    # Applied by the real systemd-tmpfiles into a scratch root. With --root it resolves user names on the
+    # host, which has no voice-agent user (on a Pi systemd-sysusers runs before systemd-tmpfiles-setup at
+    # boot): the host's nobody stands in for it here.
+    boot = tmp_path / "first-boot"
+    boot.mkdir()
+    scratch = tmp_path / "tmpfiles.conf"
+    scratch.write_text(conf.read_text().replace("u:voice-agent:", "u:nobody:"))
+    proc = subprocess.run([tmpfiles_cmd, f"--root={boot}", "--create", str(scratch)], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == 0 and "Failed" not in proc.stderr, proc.stderr
+    folder = boot / str(textfile.parent).lstrip("/")
+    acl = os.getxattr(folder, "system.posix_acl_access")  # POSIX ACL: a 4-byte header, then (tag, perm, id)
+    entries = list(struct.iter_unpack("<HHI", acl[4:]))
+    assert (0x02, 0o7, pwd.getpwnam("nobody").pw_uid) in entries, entries  # ACL_USER, rwx
+    gone = run_install("--root", str(root), "--uninstall")
+    assert gone.code == 0 and not conf.exists(), gone.out
 
 
 BAD = [
