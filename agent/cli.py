@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     baudio.set_defaults(func=_cmd_bench_audio)
     bmetrics = benches.add_parser(
         "metrics",
-        help="what the metrics and status files cost while idle (goal < 0.1 % of a core)",
+        help="what the metrics and status files cost while idle (goal < 0.1 %% of a core)",
         description="Renders and writes the metrics and status files (fsync, rename) and samples the microphone "
         "level as the running service does, on a real Agent whose devices are not opened: each step's CPU, and "
         "the publisher task on an event loop against the same loop without it. Files go to a temporary folder "

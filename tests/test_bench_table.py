@@ -42,7 +42,7 @@ def test_bench_table_json() -> None:
     assert out["idle_cpu_ratio"] == round(out["idle_cpu_pct"] / out["bare_oww_cpu_pct"], 3)
     assert out["call_cpu_ratio"] == round(out["call_cpu_pct"] / out["bare_aiortc_cpu_pct"], 3)
     assert out["idle_false_wakes"] == 0 and out["call_replies_heard"] >= 1  # idle was idle; replies were played
-    assert "wakeword_0" in out["idle_threads_cpu_pct"]  # openWakeWord's thread did the listening
+    assert "wake-word" in out["idle_threads_cpu_pct"]  # the wake word's own thread did the listening
     for name in ("wake_to_first_rtp_ms", "wake_to_listening_ms", "end_of_speech_to_first_audio_ms"):
         assert out[name]["n"] == 2 and 0 < out[name]["p50"] <= out[name]["p95"], (name, out[name])
     assert out["goals"]["idle_rss_mb"]["value"] == out["idle_rss_mb"]

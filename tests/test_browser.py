@@ -315,7 +315,9 @@ def windowed_correlation(sent: np.ndarray, got: np.ndarray, window_s: float = 0.
         scores.append(score)
         weights.append(float(np.sum(window.astype(np.float64) ** 2)))
         shifts.append(lo + at - start)
-    assert all(abs(b - a) <= drift for a, b in itertools.pairwise(shifts)), f"out of order: {shifts}"
+    # a near-silent window (a pause between words) matches anywhere: its place says nothing
+    loud = [shift for shift, w in zip(shifts, weights, strict=True) if w >= 0.05 * max(weights)]
+    assert all(abs(b - a) <= drift for a, b in itertools.pairwise(loud)), f"out of order: {shifts}"
     return float(np.average(scores, weights=weights))
 
 

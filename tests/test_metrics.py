@@ -209,7 +209,7 @@ async def test_a_day_of_writes_leaves_the_file_the_same_size_and_memory_flat(tmp
     agent = Agent(config, ApiKey(Secret(KEY)))
     from agent.listener import WakeListener
 
-    agent.listener = WakeListener(agent.capture, agent.preroll, None, agent.states,  # type: ignore[arg-type]
+    agent.listener = WakeListener(None, agent.states, asyncio.get_running_loop(),  # type: ignore[arg-type]
                                   on_trigger=agent.trigger, last_audible_t=lambda: None)  # fmt: skip
     publisher = Publisher(Health(agent), config.metrics.textfile, tmp_path, 15.0)
     sizes: list[int] = []

@@ -162,14 +162,22 @@ class ProcSnapshot:
     threads: int
     py_threads: int
     fds: int
+    #: The OS threads' names, to say which one came or went.
+    thread_names: tuple[str, ...] = ()
 
     @classmethod
     def take(cls) -> ProcSnapshot:
+        tasks = list(Path("/proc/self/task").iterdir())
+        names = []
+        for task in tasks:
+            with contextlib.suppress(OSError):
+                names.append((task / "comm").read_text().strip())
         return cls(
             rss_mb=round(vm_rss_mb(), 1),
-            threads=len(list(Path("/proc/self/task").iterdir())),
+            threads=len(tasks),
             py_threads=threading.active_count(),
             fds=len(list(Path("/proc/self/fd").iterdir())),
+            thread_names=tuple(sorted(names)),
         )
 
 
