@@ -171,11 +171,14 @@ def _cmd_bench_audio(args: argparse.Namespace) -> int:
     from .bench.audio import run_audio_bench, summarize
 
     _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
-    out = asyncio.run(
-        run_audio_bench(call_s=args.seconds, answer_delay_s=args.answer_delay, output_order=args.output_order)
-    )
-    print(json.dumps(out) if args.json else summarize(out))
-    return 0 if out["ok"] else 1
+    orders = ["webrtc", "audio-first"] if args.output_order == "both" else [args.output_order]
+    runs = [
+        asyncio.run(run_audio_bench(call_s=args.seconds, answer_delay_s=args.answer_delay, output_order=order))
+        for order in orders
+    ]
+    ok = all(run["ok"] for run in runs)
+    print(json.dumps({"ok": ok, "runs": runs}) if args.json else summarize(runs))
+    return 0 if ok else 1
 
 
 def _cmd_bench_peers(args: argparse.Namespace) -> int:
@@ -448,9 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     baudio.add_argument("--answer-delay", type=float, default=0.5, help="the emulator's answer delay (s)")
     baudio.add_argument(
         "--output-order",
-        choices=("webrtc", "audio-first", "no-buffer-events"),
-        default="webrtc",
-        help="the emulator's reply timing (default webrtc: response.done before the audio has streamed)",
+        choices=("both", "webrtc", "audio-first", "no-buffer-events"),
+        default="both",
+        help="the emulator's reply timing: webrtc (response.done before the audio has streamed), audio-first, "
+        "no-buffer-events, or both (default: webrtc, then audio-first, side by side)",
     )
     baudio.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     baudio.set_defaults(func=_cmd_bench_audio)

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_bench_audio_json() -> None:
     env = {k: v for k, v in os.environ.items() if k != "VOICELIVE_API_KEY"}
     proc = subprocess.run(
-        [sys.executable, "-m", "agent", "bench", "audio", "--seconds", "18", "--json"],
+        [sys.executable, "-m", "agent", "bench", "audio", "--seconds", "18", "--json", "--output-order", "webrtc"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -26,7 +26,8 @@ def test_bench_audio_json() -> None:
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    (out,) = json.loads(proc.stdout.strip().splitlines()[-1])["runs"]
+    assert out["output_order"] == "webrtc"
     assert out["ok"] and len(out["responses"]) >= 2  # two replies, the second stopped by the barge-in
     for key in ("uplink_ms_p50", "uplink_ms_p95", "downlink_ms_p50", "downlink_ms_p95", "catchup_s", "cpu_pct"):
         assert isinstance(out[key], int | float) and out[key] >= 0, key
@@ -34,3 +35,5 @@ def test_bench_audio_json() -> None:
     assert out["preroll_lost_ms"] == 0.0  # no word lost while the emulator answered 500 ms late
     assert out["connect_ms"] >= 500
     assert out["reply_audible_until_barge_in_ms"] is not None  # the barge-in interrupted sound
+    assert out["reply_cut_ms"] is not None and out["reply_cut_ms"] <= 100  # the first reply played whole
+    assert out["after_stop_audible_ms"] == 0.0  # nothing of the stopped reply after one period

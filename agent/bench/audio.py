@@ -50,6 +50,8 @@ GOALS = {
     "preroll_lost_ms": ("<=", 0.0),
     "catchup_s": ("<=", 3.0),
     "barge_in_flush_ms": ("<=", 30.0),
+    "reply_cut_ms": ("<=", 0.0),
+    "after_stop_audible_ms": ("<=", 0.0),
     "underruns": ("<=", 0),
     "overruns": ("<=", 0),
 }
@@ -125,10 +127,12 @@ async def run_audio_bench(
         use_file_plugin(tmpdir)
         order = ("--output-order", output_order)
         async with emulator_process(tmpdir, "--fault", f"answer_delay_s={answer_delay_s}", *order) as emu:
-            return await _measure(script, tmpdir, emu.url, emu.key, emu.record_dir, call_s)
+            return await _measure(script, tmpdir, emu.url, emu.key, emu.record_dir, call_s, output_order)
 
 
-async def _measure(script: Script, tmpdir: Path, url: str, key: str, record_dir: Path, call_s: float) -> dict[str, Any]:
+async def _measure(
+    script: Script, tmpdir: Path, url: str, key: str, record_dir: Path, call_s: float, output_order: str
+) -> dict[str, Any]:
     from ..demo import demo_config
 
     fifo = tmpdir / "mic.fifo"
@@ -190,6 +194,8 @@ async def _measure(script: Script, tmpdir: Path, url: str, key: str, record_dir:
         if (t_w := agent.playback.first_write_after(mark)) is not None and t_w >= t_r
     ]
     flush_ms = _barge_in_flush_ms(result, agent)
+    period_ms = config.audio.playback.period_ms
+    cut_ms = _reply_cut_ms(result, agent, timeline)
     # evidence that the barge-in interrupted sound: the reply was audible right before it
     before = [t for t in agent.playback.audible_writes if result.t_barge_ins and t < result.t_barge_ins[0]]
     playing_ms = round((result.t_barge_ins[0] - max(before)) * 1000, 1) if before else None
@@ -204,6 +210,11 @@ async def _measure(script: Script, tmpdir: Path, url: str, key: str, record_dir:
         "catchup_s": round(caught - call_up, 2) if caught is not None else None,
         "connect_ms": result.connect_ms,
         "barge_in_flush_ms": flush_ms,
+        # the first reply is never interrupted: what of its sound never reached ALSA
+        "reply_cut_ms": cut_ms,
+        # reply sound written to ALSA after the stop, beyond the one period already on its way
+        "after_stop_audible_ms": None if flush_ms is None else round(max(0.0, flush_ms - period_ms), 1),
+        "output_order": output_order,
         "reply_audible_until_barge_in_ms": playing_ms,
         "underruns": agent.playback.stats.underruns,
         "overruns": agent.capture.stats.overruns,
@@ -214,6 +225,23 @@ async def _measure(script: Script, tmpdir: Path, url: str, key: str, record_dir:
         "started_feeding_to_wake_ms": round((result.t_trigger - t_feed) * 1000, 1),
     }
     return out
+
+
+def _reply_cut_ms(result: Any, agent: Agent, timeline: dict[str, Any]) -> float | None:
+    """The first reply's sound as the emulator streamed it, less what was written to ALSA between its
+    first sample and the next reply (or the barge-in): 0 when the agent played it whole, however the
+    service ordered `response.done` and `output_audio_buffer.stopped`."""
+    streamed = timeline.get("reply_audible_ms") or []
+    if not streamed or not result.reply_marks:
+        return None
+    start = agent.playback.first_write_after(result.reply_marks[0])
+    if start is None:
+        return streamed[0]
+    later = [t for m in result.reply_marks[1:] if (t := agent.playback.first_write_after(m)) is not None]
+    end = min([*later, *result.t_barge_ins, float("inf")])
+    period_ms = agent.playback.period_s * 1000
+    played = period_ms * sum(1 for t in agent.playback.audible_writes if start - 0.001 <= t < end)
+    return round(max(0.0, streamed[0] - played), 1)
 
 
 def _barge_in_flush_ms(result: Any, agent: Agent) -> float | None:
@@ -228,13 +256,17 @@ def _barge_in_flush_ms(result: Any, agent: Agent) -> float | None:
     return round((max(after) - t0) * 1000, 1) if after else 0.0
 
 
-def summarize(out: dict[str, Any]) -> str:
-    lines = [f"{'metric':<22} {'value':>10}   goal"]
-    for key, value in out.items():
+def summarize(runs: list[dict[str, Any]]) -> str:
+    """The figures of each run side by side (one column an output order), with the goals."""
+    heads = [str(run.get("output_order", "")) for run in runs]
+    lines = [f"{'metric':<32} " + " ".join(f"{h:>14}" for h in heads) + "   goal"]
+    for key in runs[0]:
+        values = [run.get(key) for run in runs]
         goal = GOALS.get(key)
         mark = ""
-        if goal is not None and isinstance(value, int | float):
+        if goal is not None:
             op, bound = goal
-            mark = f"{op} {bound}  {'ok' if value <= bound else 'MISSED'}"
-        lines.append(f"{key:<22} {value!s:>10}   {mark}")
+            checked = [v for v in values if isinstance(v, int | float)]
+            mark = f"{op} {bound}  {'ok' if all(v <= bound for v in checked) else 'MISSED'}" if checked else ""
+        lines.append(f"{key:<32} " + " ".join(f"{v!s:>14}" for v in values) + f"   {mark}")
     return "\n".join(lines)

@@ -14,8 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from ..voicelive.media import RATE
+from ..voicelive.media import FRAME_SAMPLES, RATE
 from .session import EmulatorCall
+
+
+def audible_ms(samples: np.ndarray) -> float:
+    """Milliseconds of 20 ms frames with sound in them (agent.audio.frames.is_audible)."""
+    from ..audio.frames import is_audible
+
+    n = FRAME_SAMPLES
+    frames = np.asarray(samples)[: len(samples) // n * n].reshape(-1, n)
+    return 20.0 * sum(1 for f in frames if is_audible(f))
 
 
 def write_call_record(call: EmulatorCall, directory: Path, index: int) -> Path:
@@ -34,6 +43,8 @@ def write_call_record(call: EmulatorCall, directory: Path, index: int) -> Path:
         "speech_stopped_t": call.speech_stopped_t,
         "first_reply_frame_t": call.first_reply_frame_t,
         "reply_samples": [len(r) for r in call.reply_audio],
+        #: how much of each reply is sound (not pauses): what a client that plays it whole plays
+        "reply_audible_ms": [audible_ms(r) for r in call.reply_audio],
         "events": [
             {
                 "channel": channel,
