@@ -4,8 +4,11 @@ from a FIFO (alsa-lib's file plugin), a real ALSA playback device writing a WAV,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +83,23 @@ async def wait_for_state(agent: Agent, name: str, timeout: float = 15) -> None:
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(poll(), timeout)
+
+
+@contextlib.contextmanager
+def logs_like_the_service() -> Iterator[None]:
+    """pytest keeps every log record for its report; the service writes each to journald and keeps
+    none. Log records are formatted and written (to /dev/null) as in the service, and not kept."""
+    root = logging.getLogger()
+    kept = [h for h in root.handlers if type(h).__name__ == "LogCaptureHandler"]
+    with open(os.devnull, "w") as devnull:
+        sink = logging.StreamHandler(devnull)
+        sink.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        for handler in kept:
+            root.removeHandler(handler)
+        root.addHandler(sink)
+        try:
+            yield
+        finally:
+            root.removeHandler(sink)
+            for handler in kept:
+                root.addHandler(handler)

@@ -14,12 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import logging
-import os
 import socket
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
@@ -33,6 +30,7 @@ from agent.service import status_line
 from agent.state import ErrorKind, Input, StateOwner
 
 from .gpio_helpers import mock_pins
+from .harness import logs_like_the_service
 
 DAY_S = 24 * 3600
 WATCHDOG_S = 15
@@ -41,26 +39,6 @@ CONVERSATION_EVERY_S = 300
 CONVERSATION = (Input.WAKE, Input.DIAL, Input.CONNECTED, Input.USER_SPEAKING, Input.USER_DONE,
                 Input.REPLY_PENDING, Input.ASSISTANT_SPEAKING, Input.ASSISTANT_DONE, Input.USER_SPEAKING,
                 Input.USER_DONE, Input.ASSISTANT_SPEAKING, Input.ASSISTANT_DONE, Input.HUNG_UP)  # fmt: skip
-
-
-@contextlib.contextmanager
-def logs_like_the_service() -> Iterator[None]:
-    """pytest keeps every log record for its report; the service writes each to journald and keeps
-    none. Log records are formatted and written (to /dev/null) as in the service, and not kept."""
-    root = logging.getLogger()
-    kept = [h for h in root.handlers if type(h).__name__ == "LogCaptureHandler"]
-    with open(os.devnull, "w") as devnull:
-        sink = logging.StreamHandler(devnull)
-        sink.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        for handler in kept:
-            root.removeHandler(handler)
-        root.addHandler(sink)
-        try:
-            yield
-        finally:
-            root.removeHandler(sink)
-            for handler in kept:
-                root.addHandler(handler)
 
 
 def python_objects() -> int:

@@ -13,6 +13,8 @@ from agent.audio.fileplugin import use_file_plugin
 from agent.bench.common import emulator_process
 from agent.bench.soak import latencies, soak_agent
 
+from .harness import logs_like_the_service
+
 CONVERSATIONS = 30
 WARMUP = 5
 
@@ -20,9 +22,11 @@ WARMUP = 5
 @pytest.mark.timeout(240)
 async def test_soak(tmp_path: Path) -> None:
     use_file_plugin(tmp_path)
-    async with emulator_process(tmp_path) as emu:
-        soak = await soak_agent(tmp_path, emu.url, emu.key, CONVERSATIONS, WARMUP)
-        lat = await latencies(soak.records, emu.record_dir)
+    # the agent's memory, not pytest's: pytest keeps every log record (and what its arguments hold)
+    with logs_like_the_service():
+        async with emulator_process(tmp_path) as emu:
+            soak = await soak_agent(tmp_path, emu.url, emu.key, CONVERSATIONS, WARMUP)
+            lat = await latencies(soak.records, emu.record_dir)
     summary = soak.summary()
     failed = [r for r in soak.records if not (r.ok and r.back_to_idle)]
     assert not failed, failed
