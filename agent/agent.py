@@ -156,6 +156,13 @@ class Agent:
         and the wake word no longer waits for it."""
         self._next_offer = asyncio.create_task(prepare_offer(call_options_for(self.config)), name="next offer")
 
+    async def settled(self) -> None:
+        """Wait for the work that follows a conversation (the next call's offer, which holds a few UDP
+        sockets) to be done: for measurements that compare the idle device with itself."""
+        task = self._next_offer
+        if task is not None:
+            await asyncio.wait({task})
+
     async def _take_offer(self) -> PreparedOffer | None:
         task, self._next_offer = self._next_offer, None
         if task is None:

@@ -32,7 +32,7 @@ async def test_soak(tmp_path: Path) -> None:
     assert not failed, failed
     assert summary["conversations"] == CONVERSATIONS
     assert soak.rss_growth_pct < 10.0, summary
-    assert soak.end.threads <= soak.start.threads, (soak.start.thread_names, soak.end.thread_names)
+    assert soak.end.lasting_threads <= soak.start.lasting_threads, (soak.start.thread_names, soak.end.thread_names)
     assert soak.end.fds <= soak.start.fds, summary
     assert summary["ok"]
     # every conversation was timed end to end, on the emulator's clock and the agent's

@@ -133,13 +133,14 @@ class SoakResult:
             and completed == n
             and idle == n
             and self.rss_growth_pct < RSS_GROWTH_LIMIT_PCT
-            and self.end.threads <= self.start.threads
+            and self.end.lasting_threads <= self.start.lasting_threads
             and self.end.fds <= self.start.fds
         )
         return out
 
 
-def _snapshot() -> ProcSnapshot:
+async def _snapshot(agent: Agent) -> ProcSnapshot:
+    await agent.settled()  # the next call's offer made (its sockets open), as at every other snapshot
     gc.collect()
     return ProcSnapshot.take()
 
@@ -175,15 +176,15 @@ async def run_conversations(agent: Agent, mic: FifoFeeder, n: int, warmup: int) 
     """`n` conversations in a row with the agent (started, its `run()` loop running)."""
     warmup = min(warmup, max(0, n - 1))
     t0 = time.monotonic()
-    before = start = _snapshot()
+    before = start = await _snapshot(agent)
     records: list[ConversationRecord] = []
     trace: list[tuple[int, float]] = []
     every = max(1, n // 12)
     for i in range(n):
         if i == warmup:
-            start = _snapshot()
+            start = await _snapshot(agent)
         if i % every == 0 and i >= warmup:
-            trace.append((i, _snapshot().rss_mb))
+            trace.append((i, (await _snapshot(agent)).rss_mb))
         record = await converse(agent, mic, i)
         records.append(record)
         if not (record.ok and record.back_to_idle):
@@ -191,7 +192,7 @@ async def run_conversations(agent: Agent, mic: FifoFeeder, n: int, warmup: int) 
         elif (i + 1) % 10 == 0:
             log.info("%d conversations done", i + 1)
     await asyncio.sleep(0.5)  # the last call's teardown callbacks
-    end = _snapshot()
+    end = await _snapshot(agent)
     return SoakResult(records, warmup, before, start, end, time.monotonic() - t0, [*trace, (n, end.rss_mb)])
 
 
