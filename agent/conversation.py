@@ -349,5 +349,5 @@ class Conversation:
             self.states.state is not State.USER_SPEAKING
             and not self._awaiting_response
             and self.reply.settled
-            and not self.assistant_audible()
+            and not self.audible  # as `_refresh` found it at the top of this loop step
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.audio.frames import is_audible
+from agent.audio.frames import audible_ms
 from agent.demo import read_wav_mono16k
 from agent.emulator.server import Emulator
 from agent.emulator.settings import EmulatorSettings, OutputOrder
@@ -44,12 +44,6 @@ class Timeline(Observer):
 
     def left(self, state: State) -> list[float]:
         return [t for (_, a), (t, _b) in zip(self.states, self.states[1:], strict=False) if a is state]
-
-
-def audible_ms(samples: np.ndarray, rate: int) -> float:
-    n = rate // 50
-    frames = samples[: len(samples) // n * n].reshape(-1, n)
-    return 20.0 * sum(1 for f in frames if is_audible(f))
 
 
 def setup(tmp_path: Path, order: OutputOrder, reply: PausingReply, generation_s: float) -> Emulator:

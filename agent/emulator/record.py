@@ -14,17 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..voicelive.media import FRAME_SAMPLES, RATE
+from ..audio.frames import audible_ms
+from ..voicelive.media import RATE
 from .session import EmulatorCall
-
-
-def audible_ms(samples: np.ndarray) -> float:
-    """Milliseconds of 20 ms frames with sound in them (agent.audio.frames.is_audible)."""
-    from ..audio.frames import is_audible
-
-    n = FRAME_SAMPLES
-    frames = np.asarray(samples)[: len(samples) // n * n].reshape(-1, n)
-    return 20.0 * sum(1 for f in frames if is_audible(f))
 
 
 def write_call_record(call: EmulatorCall, directory: Path, index: int) -> Path:
@@ -44,7 +36,7 @@ def write_call_record(call: EmulatorCall, directory: Path, index: int) -> Path:
         "first_reply_frame_t": call.first_reply_frame_t,
         "reply_samples": [len(r) for r in call.reply_audio],
         #: how much of each reply is sound (not pauses): what a client that plays it whole plays
-        "reply_audible_ms": [audible_ms(r) for r in call.reply_audio],
+        "reply_audible_ms": [audible_ms(r, RATE) for r in call.reply_audio],
         "events": [
             {
                 "channel": channel,
