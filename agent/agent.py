@@ -298,7 +298,9 @@ class Agent:
         conv = self.conversation
         with call_context(lambda: conv.call):  # log lines carry the call's ids (agent.journal)
             try:
-                result = await conv.run(trigger.source, trigger.t_detected, audio, audio.preroll_s)
+                result = await conv.run(
+                    trigger.source, trigger.t_detected, audio, audio.preroll_s, mic_rate=cfg.audio.capture.rate
+                )
             finally:
                 self.capture.hub.unsubscribe(live)
                 self.conversation = None

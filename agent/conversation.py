@@ -27,6 +27,7 @@ import av
 
 from .audio.frames import is_audible
 from .audio.mictrack import BlockSource, MicTrack
+from .audio.resample import pcm_of
 from .config import ConversationConfig
 from .observe import Observer
 from .reply import Interruption, ReplyTracker
@@ -203,7 +204,7 @@ class Conversation:
         """Queue the service's audio, unless it is the tail of a reply that was stopped. The service
         may send RTP all the time (silence between replies), so audibility, not arrival, marks a reply."""
         now = time.monotonic()
-        audible = is_audible(frame.to_ndarray())
+        audible = is_audible(pcm_of(frame))
         if not self.reply.on_frame(audible, now):
             return  # the stopped reply's tail, still arriving: never play it
         result = self._result
@@ -236,11 +237,13 @@ class Conversation:
             self.states.apply(Input.ASSISTANT_DONE, cause="the reply has played")
 
     async def run(
-        self, trigger: str, t_trigger: float, audio: BlockSource, preroll_s: float = 0.0
+        self, trigger: str, t_trigger: float, audio: BlockSource, preroll_s: float = 0.0, mic_rate: int = 16000
     ) -> ConversationResult:
         result = self._result = ConversationResult(trigger=trigger, t_trigger=t_trigger, preroll_s=preroll_s)
         self.states.apply(Input.DIAL, cause=trigger)
-        mic = MicTrack(audio, on_frame=self.observer.uplink_frame, muted=lambda: self.states.snapshot.muted)
+        mic = MicTrack(
+            audio, rate=mic_rate, on_frame=self.observer.uplink_frame, muted=lambda: self.states.snapshot.muted
+        )
         call = self.call = VoiceLiveCall(
             self.target, self.credentials, mic, self.options, self._on_remote_frame,
             reply_active=self._reply_active, prepared=self.prepared,

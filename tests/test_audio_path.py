@@ -138,9 +138,11 @@ async def test_gestures_press_to_stop_the_reply_hold_to_mute(tmp_path: Path) -> 
     assert result.end_reason == "hung up by the button"
     assert agent.state is State.IDLE and agent.muted
     # muted: from the hold on, nothing but digital silence left the device (the last 1.2 s it sent,
-    # allowing for the frames already encoded when the hold came)
+    # allowing for the frames already encoded when the hold came). Opus's speech mode (SILK) decodes
+    # encoded zeros as +-1 LSB (-90 dBFS); the room's quiet noise in this audio is far above that.
     tail = received[-int(1.2 * 48000) :]
-    assert np.max(np.abs(tail)) == 0
+    assert np.max(np.abs(tail)) <= 1
+    assert np.max(np.abs(received[: int(1.0 * 48000)])) > 8  # what the room sounds like, unmuted
     # and a muted device ignores the button's start and the wake word
     assert await agent.press() == "ignored (muted)"
     assert agent.hold() == "unmuted"

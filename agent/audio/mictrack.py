@@ -1,4 +1,4 @@
-"""The call's microphone track: captured blocks in, 20 ms 48 kHz frames out to aiortc's Opus encoder.
+"""The call's microphone track: captured blocks in, 20 ms Opus packets out to aiortc.
 
 aiortc sends a packet each time `recv()` returns, so this track sets the pace of the uplink:
 - live audio goes out as soon as a whole 20 ms frame is there (capture paces it);
@@ -8,9 +8,11 @@ aiortc sends a packet each time `recv()` returns, so this track sets the pace of
 - when capture stalls (device lost, muted), silence goes out, because the service keeps a session alive
   only while RTP flows.
 
-Resampling to 48 kHz happens once, here (`StreamResampler`, PyAV's resampler; the Opus encoder then only
-upmixes). `recv()` is what aiortc's examples show a track to be: await the next frame with a deadline,
-else silence; the source's `get()` is cancellation-safe, so the deadline never loses a block.
+The track encodes the microphone's own rate (16 or 48 kHz) to Opus itself (`opus.OpusUplinkEncoder`: no
+resampling, one channel, speech settings) and hands aiortc the packet; a rate libopus does not take is
+resampled to 48 kHz first. `recv()` is what aiortc's examples show a track to be: await the next frame
+with a deadline, else silence; the source's `get()` is cancellation-safe, so the deadline never loses a
+block.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from ..voicelive.media import FRAME_S, FRAME_SAMPLES, RATE
+from ..voicelive.media import FRAME_S, RATE
 from .capture import SubscriptionClosed
 from .frames import PcmBlock
-from .resample import StreamResampler, frame_from_pcm
+from .opus import OPUS_RATES, OpusUplinkEncoder
+from .resample import StreamResampler
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class MicTrack(MediaStreamTrack):
         self,
         source: BlockSource,
         *,
+        rate: int = 16000,
         catchup_speed: float = 2.0,
         stall_s: float = 0.06,
         on_frame: Callable[[float | None, int], None] | None = None,
@@ -64,30 +68,38 @@ class MicTrack(MediaStreamTrack):
         self._stall_s = stall_s
         self._on_frame = on_frame
         self._muted = muted or (lambda: False)
-        self._resampler: StreamResampler | None = None
-        self._carry = np.zeros(0, dtype=np.int16)  # resampled, short of a whole frame
-        # (samples, t_end of the capture block they came from)
-        self._ready: deque[tuple[np.ndarray, float]] = deque()
+        self._resampler: StreamResampler | None = None  # only for a rate libopus does not take
+        self._encoder = OpusUplinkEncoder(rate if rate in OPUS_RATES else RATE)
+        self._carry = np.zeros(0, dtype=np.int16)  # short of a whole frame
+        self._rate = self._encoder.rate  # of the frames being cut (the carry's)
+        # (samples, their rate, t_end of the capture block they came from)
+        self._ready: deque[tuple[np.ndarray, int, float]] = deque()
         self._source_done = False
-        self._pts = 0
         self._last_sent: float | None = None
         self.frames_sent = 0
         self.silence_frames = 0
 
     def _resample(self, block: PcmBlock) -> None:
-        """A capture block into 20 ms frames at 48 kHz, each with the capture time of the block that
-        completed it."""
-        if self._resampler is None or self._resampler.rate_in != block.rate:
-            self._resampler = StreamResampler(block.rate, RATE)
-        samples = self._resampler.process(block.samples)
+        """A capture block into 20 ms frames at the encoder's rate, each with the capture time of the
+        block that completed it."""
+        rate = block.rate if block.rate in OPUS_RATES else RATE
+        if rate != self._rate:  # the capture's rate changed (a reopened device): a new stream
+            self._rate = rate
+            self._carry = np.zeros(0, dtype=np.int16)
+        samples = block.samples
+        if block.rate != rate:
+            if self._resampler is None or self._resampler.rate_in != block.rate:
+                self._resampler = StreamResampler(block.rate, rate)
+            samples = self._resampler.process(samples)
         if self._carry.size:
             samples = np.concatenate([self._carry, samples])
-        whole = len(samples) // FRAME_SAMPLES * FRAME_SAMPLES
-        for start in range(0, whole, FRAME_SAMPLES):
-            self._ready.append((samples[start : start + FRAME_SAMPLES], block.t_end))
+        n = rate // 50
+        whole = len(samples) // n * n
+        for start in range(0, whole, n):
+            self._ready.append((samples[start : start + n], rate, block.t_end))
         self._carry = samples[whole:]
 
-    async def _next_frame(self, timeout: float) -> tuple[np.ndarray, float] | None:
+    async def _next_frame(self, timeout: float) -> tuple[np.ndarray, int, float] | None:
         """The next frame, waiting at most `timeout` for capture; None if none came in time. The
         source's `get()` takes a block only once it is there, so a timeout loses no audio."""
         deadline = time.monotonic() + timeout
@@ -115,7 +127,7 @@ class MicTrack(MediaStreamTrack):
         """How far behind real time the uplink is (audio ready but not yet sent)."""
         return len(self._ready) * FRAME_S
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> av.Packet:  # type: ignore[override]
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
@@ -134,19 +146,21 @@ class MicTrack(MediaStreamTrack):
         deadline = self._last_sent + FRAME_S + self._stall_s
         got = await self._next_frame(max(0.0, deadline - time.monotonic()))
         if got is not None:
-            samples, t_capture = got
+            samples, rate, t_capture = got
             if self._muted():
-                samples = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+                samples = np.zeros(len(samples), dtype=np.int16)
         else:
-            samples, t_capture = np.zeros(FRAME_SAMPLES, dtype=np.int16), None
+            rate, t_capture = self._rate, None
+            samples = np.zeros(rate // 50, dtype=np.int16)
             self.silence_frames += 1
         self._last_sent = time.monotonic()
-        frame = frame_from_pcm(samples, RATE, pts=self._pts)
-        self._pts += FRAME_SAMPLES
+        if rate != self._encoder.rate:
+            self._encoder = OpusUplinkEncoder(rate, pts=self._encoder.pts)
+        packet = self._encoder.encode(samples)
         self.frames_sent += 1
         if self._on_frame is not None:
             self._on_frame(t_capture, self.frames_sent)
-        return frame
+        return packet
 
     def stop(self) -> None:
         self._source_done = True

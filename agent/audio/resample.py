@@ -31,6 +31,16 @@ def frame_from_pcm(samples: np.ndarray, rate: int, channels: int = 1, pts: int |
     return frame
 
 
+def pcm_of(frame: av.AudioFrame) -> np.ndarray:
+    """A packed s16 frame's samples, interleaved, as a read-only view of its buffer (no copy: PyAV's
+    `to_ndarray` copies and stacks its planes, 50 times a second per stream); other formats converted."""
+    if frame.format.name == "s16":
+        view = np.frombuffer(frame.planes[0], dtype=np.int16, count=frame.samples * len(frame.layout.channels))
+        view.flags.writeable = False
+        return view
+    return frame.to_ndarray().reshape(-1)
+
+
 def _interleaved(frames: list[av.AudioFrame]) -> np.ndarray:
     """Packed s16 frames to one flat, interleaved int16 array."""
     if not frames:
@@ -59,9 +69,9 @@ class PcmConverter:
         if frame.sample_rate == self.rate and frame.format.name == "s16":
             # The call's audio already is at the speaker's rate: only the channels change, which numpy
             # does for a fraction of a resampler's cost (50 frames a second for as long as a call lasts).
-            tail = self._shape(_interleaved(self._flush_frames()))
-            same = self._channels_only(frame.to_ndarray().reshape(-1), len(frame.layout.channels))
-            return np.concatenate([tail, same]) if tail.size else same
+            tail = self._shape(_interleaved(self._flush_frames())) if self._resampler is not None else None
+            same = self._channels_only(pcm_of(frame), len(frame.layout.channels))
+            return np.concatenate([tail, same]) if tail is not None and tail.size else same
         key = (frame.format.name, frame.layout.name, frame.sample_rate)
         out: list[av.AudioFrame] = []
         if key != self._key:

@@ -7,10 +7,12 @@
   straight after the last, caches and CPU clock being cold. A listener runs at real time, so the paced
   figure is the baseline; the unpaced one is the floor.
 - aiortc alone: a `RTCPeerConnection` with one sendrecv Opus transceiver whose track hands out the same
-  audio at real time, the `voice-live-events` data channel (messages discarded), and the remote audio
-  received and discarded, talking to the same emulator. Signalling goes over the agent's own
-  `ControlChannel` (a handful of messages, before the measured stretch). Its process CPU over wall time
-  is measured the same way as the agent's in a call.
+  audio at real time in 20 ms frames at its own rate, 16 kHz, as aiortc's `MediaPlayer` would (frames
+  at 48 kHz cost the bare client about a point more: aiortc's audio level loop runs over every sample),
+  the `voice-live-events` data channel (messages discarded), and the remote audio received and discarded,
+  talking to the same emulator. Signalling goes over the agent's own `ControlChannel` (a handful of
+  messages, before the measured stretch). Its process CPU over wall time is measured the same way as the
+  agent's in a call.
 
 Both run while no agent runs in the process, so the process CPU is theirs alone.
 """
@@ -35,12 +37,10 @@ from ..voicelive import protocol
 from ..voicelive.auth import Credentials
 from ..voicelive.control import ControlChannel, Target
 from ..voicelive.ice import LOOPBACK, host_addresses, rtc_configuration
-from ..voicelive.media import FRAME_SAMPLES, RATE
 from .common import cpu_windows
 
 log = logging.getLogger(__name__)
 
-FRAME = FRAME_SAMPLES
 
 
 def _paced_predict(model: Any, audio16k: np.ndarray, seconds: float) -> None:
@@ -84,9 +84,11 @@ class PacedTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, samples48: np.ndarray) -> None:
+    def __init__(self, samples: np.ndarray, rate: int) -> None:
         super().__init__()
-        self._samples = samples48
+        self._samples = samples
+        self._rate = rate
+        self._n = rate // 50
         self._t0: float | None = None
         self._k = 0
 
@@ -95,13 +97,14 @@ class PacedTrack(MediaStreamTrack):
             raise MediaStreamError
         if self._t0 is None:
             self._t0 = time.monotonic()
-        delay = self._t0 + self._k * FRAME / RATE - time.monotonic()
+        delay = self._t0 + self._k * 0.02 - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        chunk = self._samples[self._k * FRAME : (self._k + 1) * FRAME]
-        if len(chunk) < FRAME:
-            chunk = np.zeros(FRAME, dtype=np.int16)
-        frame = frame_from_pcm(chunk, RATE, pts=self._k * FRAME)
+        n = self._n
+        chunk = self._samples[self._k * n : (self._k + 1) * n]
+        if len(chunk) < n:
+            chunk = np.zeros(n, dtype=np.int16)
+        frame = frame_from_pcm(chunk, self._rate, pts=self._k * n)
         self._k += 1
         return frame
 
@@ -130,7 +133,7 @@ async def _discard(track: MediaStreamTrack) -> None:
 
 
 async def bare_call(
-    target: Target, credentials: Credentials, session: dict[str, Any], audio16k: np.ndarray
+    target: Target, credentials: Credentials, session: dict[str, Any], audio16k: np.ndarray, rate: int = 16000
 ) -> BareCall:
     """Offer, answer, connect: the minimum a WebRTC client of Voice Live does, nothing else."""
     control = await ControlChannel.connect(target, credentials, 10.0)
@@ -139,7 +142,7 @@ async def bare_call(
     connected = asyncio.Event()
     channel = pc.createDataChannel(protocol.DATA_CHANNEL_LABEL)
     channel.on("message", lambda _message: None)
-    transceiver = pc.addTransceiver(PacedTrack(convert_pcm(audio16k, 16000, RATE)), direction="sendrecv")
+    transceiver = pc.addTransceiver(PacedTrack(convert_pcm(audio16k, 16000, rate), rate), direction="sendrecv")
     transceiver.setCodecPreferences(
         [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
     )
