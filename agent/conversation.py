@@ -56,7 +56,7 @@ TICK_S = 0.05
 class Speaker(Protocol):
     """What a conversation needs of playback."""
 
-    def write_frame(self, frame: av.AudioFrame) -> None: ...
+    def write_frame(self, frame: av.AudioFrame, audible: bool | None = None) -> None: ...
 
     def flush(self) -> float:
         """Drop the queued reply audio at once (barge-in); returns the milliseconds dropped."""
@@ -212,7 +212,7 @@ class Conversation:
             result.reply_marks.append(self.speaker.mark())
             self._awaiting_reply_audio = False
         self.observer.reply_frame(now, self.speaker.mark(), audible)
-        self.speaker.write_frame(frame)
+        self.speaker.write_frame(frame, audible)
         if audible:
             self._reply_end_mark = self.speaker.mark()
             if self.states.state is not State.SPEAKING:

@@ -346,3 +346,70 @@ def test_same_rate_frames_take_the_numpy_path_and_match_libswresample() -> None:
     n = sum(len(conv.convert(frame_from_pcm(stereo[:320], 16000))) for _ in range(10))
     n += len(conv.convert(frame))
     assert abs(n - (10 * 960 + 960)) <= 64
+
+
+@pytest.mark.parametrize("jitter_ms", [0.0, 8.0])
+async def test_a_reply_arriving_in_real_time_plays_without_a_gap(alsa: Path, jitter_ms: float) -> None:
+    """A reply's frames arrive one per 20 ms (as aiortc hands them out, give or take the network's
+    jitter) at a speaker that was stopped: the device must start with enough queued that the second
+    frame is there before it is needed. Otherwise a period of silence goes in after the first frame of
+    every reply: an audible gap, and the rest of the reply a period later (an underrun each reply)."""
+    out = alsa / "out.wav"
+    pb = AlsaPlayback(config(out, rate=48000, channels=1))
+    frames = av_frames(sine(500, 1.0, 48000, amplitude=10000))
+    rng = np.random.default_rng(3)
+    await pb.start()
+    try:
+        await wait_until(lambda: pb.state == "running", 2, "running")
+        await asyncio.sleep(0.2)  # idle: the device is stopped
+        t0 = time.monotonic()
+        for k, frame in enumerate(frames):
+            due = t0 + k * 0.02 + rng.uniform(0, jitter_ms) / 1000
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            pb.write_frame(frame)
+        await play_out(pb)
+    finally:
+        await pb.stop()
+    assert pb.stats.underruns == 0 and pb.stats.xruns == 0
+    _, _, wav = read_wav(out)
+    first, last = active_span(wav[:, 0])
+    tone = wav[first : last + 1, 0]
+    assert abs(len(tone) / 48000 - 1.0) < 0.005  # the reply's second, with no silence inside it
+
+
+async def test_a_network_stall_does_not_delay_the_rest_of_the_call(alsa: Path) -> None:
+    """The service streams RTP all call long, silence included. After a stall the late frames come in a
+    burst (the sender's clock did not stop): the stall is filled with silence (an underrun) and the burst
+    queues, which would delay everything after it for the rest of the call. The latency the underrun
+    earned is kept a while (slack for the next late frame) and then silent frames are dropped until the
+    voice is back to its usual delay. Audible frames are never dropped."""
+    out = alsa / "out.wav"
+    pb = AlsaPlayback(config(out, rate=48000, channels=1), slack_decay_s=0.3)
+    frames = av_frames(np.concatenate([sine(500, 0.6, 48000, amplitude=10000), np.zeros(48000 * 3, np.int16)]))
+    base = pb.max_latency_s
+    await pb.start()
+    try:
+        await wait_until(lambda: pb.state == "running", 2, "running")
+        t0 = time.monotonic()
+        for k, frame in enumerate(frames):
+            due = t0 + k * 0.02 + (0.2 if k >= 15 else 0.0)  # frames 15.. are held up 200 ms ...
+            if k >= 25:
+                due -= 0.2  # ... and from frame 25 on the backlog has come: real time again
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            pb.write_frame(frame)
+            if k == 30:
+                assert pb.max_latency_s > base  # an underrun earned slack
+                assert pb.buffered_s > base + 0.05  # the burst is queued
+        assert pb.stats.underruns == 1
+        assert pb.max_latency_s == pytest.approx(base)  # the slack decayed (a period per 0.3 s)
+        assert pb.stats.silence_dropped_ms >= 150  # the burst's delay came out of the silence after it
+        assert pb.buffered_s <= base + 0.001
+        await play_out(pb)
+    finally:
+        await pb.stop()
+    _, _, wav = read_wav(out)
+    first, last = active_span(wav[:, 0])
+    tone = np.abs(wav[first : last + 1, 0]) > 64
+    # every tone sample played, and the stall's silence inside it
+    assert tone.sum() == (np.abs(sine(500, 0.6, 48000, amplitude=10000)) > 64).sum()
+    assert last - first >= 48000 * 0.6 + 48000 * 0.1

@@ -35,13 +35,18 @@ class PcmBlock:
 AUDIBLE = 64
 
 
-def is_audible(samples: np.ndarray) -> bool:
-    return samples.size > 0 and int(np.max(np.abs(samples))) > AUDIBLE
+#: Clearly sound: twice `AUDIBLE` (6 dB above). Opus coding can move a frame whose peak is close to
+#: `AUDIBLE` to the other side of it, but not one above this.
+CLEARLY_AUDIBLE = 2 * AUDIBLE
 
 
-def audible_ms(samples: np.ndarray, rate: int) -> float:
+def is_audible(samples: np.ndarray, threshold: int = AUDIBLE) -> bool:
+    return samples.size > 0 and int(np.max(np.abs(samples))) > threshold
+
+
+def audible_ms(samples: np.ndarray, rate: int, threshold: int = AUDIBLE) -> float:
     """Milliseconds of mono `samples` that are sound, counted in 20 ms frames (`is_audible`): a reply's
     length less its pauses, for comparing what a service streamed with what a speaker played."""
     n = rate // 50
     frames = np.asarray(samples)[: len(samples) // n * n].reshape(-1, n)
-    return 20.0 * sum(1 for f in frames if is_audible(f))
+    return 20.0 * sum(1 for f in frames if is_audible(f, threshold))

@@ -21,8 +21,22 @@ sleeps while there is none.
   second). Within an answer, a gap shorter than `underrun_gap_ms` is filled with silence (no xrun, no
   click). An `underrun` is counted only when the buffer ran dry in the middle of audio, that is, when
   more audio came within `underrun_gap_ms` of running dry; an answer that ended and a later one that
-  started are not underruns. After running dry, play starts again once `prebuffer_ms` is buffered (or
-  the oldest buffered sample has waited that long, so short clips play too).
+  started are not underruns. A stopped device starts once `prebuffer_ms` is buffered (or the oldest
+  buffered sample has waited that long, so short clips play too). It defaults to the write lead and one
+  period more (3 periods, 60 ms): the call's frames come one per 20 ms, and the thread fills in silence
+  when the device holds less than half a period, so the device's fill when a frame is due, less that
+  half period, is the slack a late frame has. Started with one frame there is none (a period of silence
+  after the first word, and everything after it a period late); with two, 10 ms, which this machine's
+  loaded event loop alone exceeds; with three, 30 ms. A running device that ran dry takes the next
+  audio at once.
+- Latency adapts, within bounds: the service streams RTP all through the call, silence included, so a
+  gap filled with silence delays everything after it, which is also the slack the next late frame
+  needs. So each underrun raises the latency allowed by a period (up to `max_slack_periods`), and every
+  `slack_decay_s` without one lowers it by a period again. While more than that is queued or in the
+  device, silent frames (`frames.is_audible`) coming in are dropped instead of queued
+  (`silence_dropped_ms`): a pause between words gets a little shorter, and the voice is back to the
+  delay the network's jitter needs, not the sum of every hiccup in the call. The floor is the write
+  lead, the period just written and one more.
 - Timing: `mark()` returns the position of the next sample queued; `first_write_after(mark)` gives the
   monotonic time right after the write that carried it to ALSA (None until then). `on_written` is
   called from the thread with (that time, audio frames written) after each write that carried audio.
@@ -76,6 +90,8 @@ class PlaybackStats:
     """ALSA itself ran dry (write returned -EPIPE): the thread was late."""
     dropped_ms: float = 0.0
     """Audio dropped because the buffer was full."""
+    silence_dropped_ms: float = 0.0
+    """Silent frames dropped to bring the latency back under `max_latency_ms`."""
     flushed_ms: float = 0.0
     """Audio dropped by flush()."""
     reopen_count: int = 0
@@ -176,6 +192,8 @@ class AlsaPlayback:
         prebuffer_ms: float | None = None,
         underrun_gap_ms: float = 500.0,
         lead_periods: float = 2.0,
+        max_slack_periods: int = 8,
+        slack_decay_s: float = 10.0,
         on_written: Callable[[float, int], None] | None = None,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 10.0,
@@ -190,7 +208,15 @@ class AlsaPlayback:
         self.period_frames = cfg.rate * cfg.period_ms // 1000
         self.period_s = self.period_frames / cfg.rate
         self.on_written = on_written
-        self._prebuffer_frames = int(self.rate * (cfg.period_ms if prebuffer_ms is None else prebuffer_ms) / 1000)
+        if prebuffer_ms is None:
+            prebuffer_ms = (lead_periods + 1) * cfg.period_ms
+        self._prebuffer_frames = int(self.rate * prebuffer_ms / 1000)
+        # The prebuffer's level, and a period more: two frames that come together.
+        self._base_latency_s = (lead_periods + 2) * self.period_s
+        self._max_slack = max_slack_periods
+        self._slack_decay_s = slack_decay_s
+        self._slack = 0  # periods of latency earned by underruns
+        self._slack_t = 0.0  # when the slack last changed
         self._underrun_gap_s = underrun_gap_ms / 1000
         self._lead_s = lead_periods * self.period_s
         self._backoff = Backoff(backoff_initial_s, backoff_max_s)
@@ -240,6 +266,14 @@ class AlsaPlayback:
         self._volume = min(1.0, max(0.0, float(value)))
 
     @property
+    def max_latency_s(self) -> float:
+        """The latency above which silent frames are dropped: the floor, plus what underruns earned."""
+        if self._slack and time.monotonic() - self._slack_t > self._slack_decay_s:
+            self._slack -= 1
+            self._slack_t = time.monotonic()
+        return self._base_latency_s + self._slack * self.period_s
+
+    @property
     def buffered_ms(self) -> float:
         """Audio queued and not yet handed to ALSA."""
         return self._buf.frames * 1000 / self.rate
@@ -262,9 +296,16 @@ class AlsaPlayback:
 
     # -- input (event loop) ------------------------------------------------------------------------
 
-    def write_frame(self, frame: av.AudioFrame) -> None:
-        """Queue one decoded frame (any rate and layout; aiortc gives 48 kHz stereo s16)."""
-        self._push(self._converter.convert(frame))
+    def write_frame(self, frame: av.AudioFrame, audible: bool | None = None) -> None:
+        """Queue one decoded frame (any rate and layout; aiortc gives 48 kHz stereo s16). A silent one
+        (`audible` False, or found so) is dropped while the latency is above what the jitter needs."""
+        samples = self._converter.convert(frame)
+        if audible is None:
+            audible = is_audible(samples)
+        if not audible and self.buffered_s > self.max_latency_s:
+            self._add("silence_dropped_ms", len(samples) / self.channels * 1000 / self.rate)
+            return
+        self._push(samples)
 
     def write_pcm(self, samples: np.ndarray, rate: int) -> None:
         """Queue mono int16 samples at `rate` (an earcon)."""
@@ -402,7 +443,7 @@ class AlsaPlayback:
                 self._wake.wait(min(ahead - self._lead_s, self.period_s))
                 self._wake.clear()
                 continue
-            chunk, start_pos, n_audio = self._next_period(now, may_wait=ahead > self.period_s / 2)
+            chunk, start_pos, n_audio = self._next_period(now, may_wait=ahead > self.period_s / 2, running=active)
             if chunk is None or not (n_audio or active):  # the rest of a period, or the prebuffer, to come
                 self._wake.wait(self.period_s / 4)
                 self._wake.clear()
@@ -466,11 +507,11 @@ class AlsaPlayback:
         finally:
             self._idle = False
 
-    def _next_period(self, now: float, *, may_wait: bool) -> tuple[np.ndarray | None, int, int]:
+    def _next_period(self, now: float, *, may_wait: bool, running: bool) -> tuple[np.ndarray | None, int, int]:
         """What to write next: (frames, position of the first audio frame, number of audio frames).
         Frames are a period of audio, audio padded with silence when the buffer ran dry, or empty for
         a period of silence; None to wait a little for the rest of a period (only while the write lead
-        allows)."""
+        allows). A stopped device (not `running`) waits for the prebuffer first."""
         buffered = self._buf.frames
         if not self._playing:
             if not buffered:
@@ -479,10 +520,12 @@ class AlsaPlayback:
                 return np.zeros((0, self.channels), np.int16), 0, 0
             oldest = self._buf.oldest_push_t
             waited = now - oldest if oldest is not None else 0.0
-            if buffered < self._prebuffer_frames and waited < self._prebuffer_frames / self.rate:
+            if not running and buffered < self._prebuffer_frames and waited < self._prebuffer_frames / self.rate:
                 return np.zeros((0, self.channels), np.int16), 0, 0
             if self._dry_since is not None and now - self._dry_since <= self._underrun_gap_s:
                 self._add("underruns", 1)
+                self._slack = min(self._max_slack, self._slack + 1)
+                self._slack_t = now
                 log.debug("playout underrun: the buffer ran dry for %.0f ms mid-audio", (now - self._dry_since) * 1000)
             self._dry_since = None
             self._playing = True

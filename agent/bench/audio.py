@@ -230,8 +230,10 @@ async def _measure(
 def _reply_cut_ms(result: Any, agent: Agent, timeline: dict[str, Any]) -> float | None:
     """The first reply's sound as the emulator streamed it, less what was written to ALSA between its
     first sample and the next reply (or the barge-in): 0 when the agent played it whole, however the
-    service ordered `response.done` and `output_audio_buffer.stopped`."""
-    streamed = timeline.get("reply_audible_ms") or []
+    service ordered `response.done` and `output_audio_buffer.stopped`. The emulator's side counts the
+    frames clearly audible (`frames.CLEARLY_AUDIBLE`): after Opus coding, a frame whose peak is near the
+    audibility threshold may land on either side of it, which is the codec, not a cut."""
+    streamed = timeline.get("reply_clearly_audible_ms") or []
     if not streamed or not result.reply_marks:
         return None
     start = agent.playback.first_write_after(result.reply_marks[0])

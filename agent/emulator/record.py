@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio.frames import audible_ms
+from ..audio.frames import CLEARLY_AUDIBLE, audible_ms
 from ..voicelive.media import RATE
 from .session import EmulatorCall
 
@@ -37,6 +37,8 @@ def write_call_record(call: EmulatorCall, directory: Path, index: int) -> Path:
         "reply_samples": [len(r) for r in call.reply_audio],
         #: how much of each reply is sound (not pauses): what a client that plays it whole plays
         "reply_audible_ms": [audible_ms(r, RATE) for r in call.reply_audio],
+        # for comparing with what a client played after Opus coding (frames.CLEARLY_AUDIBLE)
+        "reply_clearly_audible_ms": [audible_ms(r, RATE, CLEARLY_AUDIBLE) for r in call.reply_audio],
         "events": [
             {
                 "channel": channel,
