@@ -42,6 +42,11 @@ DETECTIONS_KEPT = 64
 #: Capture blocks the wake word thread may fall behind by (2 s of 20 ms blocks) before it loses audio.
 QUEUE_BLOCKS = 100
 
+#: The capture thread hands blocks over in batches this long: openWakeWord scores 80 ms chunks, so the
+#: thread wakes once a chunk instead of once a 20 ms block, and no later (batches and chunks both start
+#: at the listener's start and after each reset, so a batch completes exactly when a chunk does).
+BATCH_S = 0.08
+
 
 @dataclass(frozen=True)
 class Trigger:
@@ -67,7 +72,8 @@ class WakeListener:
     """The wake word (and the stop word) in a thread of its own, fed by a capture tap.
 
     Capture blocks reach it straight from the capture thread (`tap`), not through the event loop: while
-    the device only listens, the loop sleeps. The thread reads the state owner's current snapshot (an
+    the device only listens, the loop sleeps. They come in batches of `BATCH_S`, one hand-over (and one
+    wake-up of this thread) per chunk the model scores. The thread reads the state owner's current snapshot (an
     immutable object) to know whether to listen, and hands a detection to the loop, where `on_trigger`
     decides again (the snapshot may have moved on).
     """
@@ -87,15 +93,17 @@ class WakeListener:
     detections_total: int = 0
     #: Blocks dropped because the thread fell behind (the oldest go first).
     dropped: int = 0
-    #: How far the thread may fall behind before it loses audio (the oldest first).
+    #: How far the thread may fall behind before it loses audio (the oldest first), in 20 ms blocks.
     queue_blocks: int = QUEUE_BLOCKS
-    _queue: queue.Queue[PcmBlock | None] = field(init=False)
+    _queue: queue.Queue[list[PcmBlock] | None] = field(init=False)
+    _batch: list[PcmBlock] = field(default_factory=list)  # the capture thread's
+    _batch_s: float = 0.0
     _thread: threading.Thread | None = None
     _reset: threading.Event = field(default_factory=threading.Event)
     _tasks: set[asyncio.Task[bool]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self._queue = queue.Queue(maxsize=self.queue_blocks)
+        self._queue = queue.Queue(maxsize=max(1, int(self.queue_blocks * 0.02 / BATCH_S)))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="wake-word", daemon=True)
@@ -113,25 +121,30 @@ class WakeListener:
         self._reset.set()
 
     def tap(self, block: PcmBlock) -> None:
-        """The capture thread's hand-over: never blocks; a full queue loses its oldest block."""
-        self._put(block)
+        """The capture thread's hand-over: never blocks; a full queue loses its oldest batch."""
+        self._batch.append(block)
+        self._batch_s += block.duration_s
+        if self._batch_s >= BATCH_S - 1e-6:
+            batch, self._batch, self._batch_s = self._batch, [], 0.0
+            self._put(batch)
 
-    def _put(self, item: PcmBlock | None) -> None:
+    def _put(self, item: list[PcmBlock] | None) -> None:
         while True:
             try:
                 self._queue.put_nowait(item)
                 return
             except queue.Full:
                 with contextlib.suppress(queue.Empty):
-                    self._queue.get_nowait()
-                    self.dropped += 1
+                    lost = self._queue.get_nowait()
+                    self.dropped += len(lost) if lost else 0
 
     def _run(self) -> None:
-        while (block := self._queue.get()) is not None:
-            try:
-                self._listen(block)
-            except Exception:  # a model's bad day must not silence the device for good
-                log.exception("wake word processing failed for one block")
+        while (batch := self._queue.get()) is not None:
+            for block in batch:
+                try:
+                    self._listen(block)
+                except Exception:  # a model's bad day must not silence the device for good
+                    log.exception("wake word processing failed for one block")
 
     def _listen(self, block: PcmBlock) -> None:
         if self._reset.is_set():

@@ -1,0 +1,59 @@
+"""The listener's hand-over from the capture thread: one batch per chunk the model scores."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+
+from agent.audio.frames import PcmBlock
+from agent.listener import BATCH_S, WakeListener
+from agent.state import StateOwner
+
+
+class Recorder:
+    """Stands in for the detector: records which blocks reached the wake word thread, and when."""
+
+    def __init__(self) -> None:
+        self.blocks: list[int] = []
+        self.arrived = threading.Event()
+        self.assistant_speaking = False
+
+    def process(self, block: PcmBlock) -> list[object]:
+        self.blocks.append(block.seq)
+        self.arrived.set()
+        return []
+
+    def reset(self) -> None:
+        pass
+
+
+def block(seq: int, rate: int = 16000, ms: int = 20) -> PcmBlock:
+    return PcmBlock(np.zeros(rate * ms // 1000, np.int16), rate, float(seq), seq)
+
+
+async def test_blocks_reach_the_thread_a_chunk_at_a_time_and_none_is_lost() -> None:
+    assert BATCH_S == 0.08  # openWakeWord's chunk
+    rec = Recorder()
+    listener = WakeListener(rec, StateOwner(), asyncio.get_running_loop(),  # type: ignore[arg-type]
+                            on_trigger=lambda _t: True, last_audible_t=lambda: None)  # fmt: skip
+    listener.start()
+    try:
+        for seq in range(1, 4):
+            listener.tap(block(seq))
+        await asyncio.sleep(0.1)
+        assert rec.blocks == []  # three blocks are not a chunk yet: the thread was not woken
+        listener.tap(block(4))
+        assert await asyncio.to_thread(rec.arrived.wait, 2)
+        await asyncio.sleep(0.05)
+        assert rec.blocks == [1, 2, 3, 4]
+        rec.arrived.clear()
+        for seq in range(5, 7):  # 48 kHz blocks of 40 ms: two make a chunk
+            listener.tap(block(seq, 48000, 40))
+        assert await asyncio.to_thread(rec.arrived.wait, 2)
+        await asyncio.sleep(0.05)
+        assert rec.blocks == [1, 2, 3, 4, 5, 6]
+    finally:
+        await listener.stop()
+    assert listener.dropped == 0
