@@ -27,9 +27,9 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import EXIT_CONFIG, ConfigError
 
@@ -203,6 +203,20 @@ def _cmd_bench_all(args: argparse.Namespace) -> int:
     opts = BenchOptions(conversations=max(1, args.conversations), soak=max(0, args.soak), idle_s=args.idle_seconds,
                         call_s=args.call_seconds)  # fmt: skip
     return run_bench_table(opts, as_json=args.json)
+
+
+def _bench_parser(
+    benches: Any, name: str, func: Callable[[argparse.Namespace], int], help: str, description: str,
+    seconds: tuple[float, str] | None = None,
+) -> argparse.ArgumentParser:  # fmt: skip
+    """A `bench` subcommand with the options every one has: --json, -v, and --seconds (default, help)."""
+    parser = benches.add_parser(name, help=help, description=description)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    if seconds is not None:
+        parser.add_argument("--seconds", type=float, default=seconds[0], help=seconds[1])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    parser.set_defaults(func=func)
+    return parser
 
 
 def _bench_table_options(parser: argparse.ArgumentParser) -> None:
@@ -401,8 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _bench_table_options(ball)
     ball.set_defaults(func=_cmd_bench_all)
-    bwake = benches.add_parser(
+    bwake = _bench_parser(
+        benches,
         "wake",
+        _cmd_bench_wake,
+        seconds=(60.0, "seconds of audio per run (default 60)"),
         help="CPU of the listening path vs openWakeWord alone, detection latency, memory",
         description="Feeds the same speech (espeak-ng wake phrases, other sentences, room noise) through "
         "(a) the whole listening path: a real ALSA capture device (alsa-lib's file plugin) at 48 kHz, "
@@ -411,17 +428,16 @@ def build_parser() -> argparse.ArgumentParser:
         "ratio, the detection latency after the end of the wake phrase, and the resident memory while "
         "listening. Needs espeak-ng.",
     )
-    bwake.add_argument("--json", action="store_true", help="print one JSON object")
     bwake.add_argument("--repeats", type=int, default=5, help="runs of each measurement (default 5)")
-    bwake.add_argument("--seconds", type=float, default=60.0, help="seconds of audio per run (default 60)")
     bwake.add_argument("--paced", action="store_true",
                        help="read the capture at real time, counting the wake-ups a live device causes (each run "
                        "then takes --seconds)")
     bwake.add_argument("--config", help="take wake.* from this YAML file")
-    bwake.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
-    bwake.set_defaults(func=_cmd_bench_wake)
-    bpeers = benches.add_parser(
+    bpeers = _bench_parser(
+        benches,
         "peers",
+        _cmd_bench_peers,
+        seconds=(180.0, "seconds of speech without the wake word, at real time (default 180)"),
         help="the agent's listening vs wyoming-openwakeword and bare openWakeWord on the same audio",
         description="Sets up wyoming-openwakeword 1.8.2 in a virtual environment of its own (under "
         "~/.cache/voice-agent/peers, by package name from the package index; never in the agent's environment), "
@@ -431,23 +447,19 @@ def build_parser() -> argparse.ArgumentParser:
         "same moments: speech without the wake word, then \"hey jarvis\" clips. Prints CPU (median of windows, "
         "and each thread), CPU per audio second as fast as it goes, RSS, detections and latency. Needs espeak-ng.",
     )
-    bpeers.add_argument("--json", action="store_true", help="print one JSON object")
-    bpeers.add_argument("--seconds", type=float, default=180.0,
-                        help="seconds of speech without the wake word, at real time (default 180)")
     bpeers.add_argument("--clips", type=int, default=8, help="\"hey jarvis\" clips after it (default 8)")
     bpeers.add_argument("--window", type=float, default=10.0, help="CPU window in seconds (default 10)")
-    bpeers.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
-    bpeers.set_defaults(func=_cmd_bench_peers)
-    baudio = benches.add_parser(
+    baudio = _bench_parser(
+        benches,
         "audio",
+        _cmd_bench_audio,
+        seconds=(60.0, "length of the call (default 60)"),
         help="uplink and downlink latency, pre-roll loss, catch-up, barge-in, underruns, CPU in a call",
         description="One call against the emulator (in its own process, on 127.0.0.1) with a real ALSA "
         "capture device fed in real time and a real ALSA playback device: the wake word, a command said right "
         "after it while the emulator answers 500 ms late, a long question, and a barge-in over its reply. "
         "Needs espeak-ng.",
     )
-    baudio.add_argument("--json", action="store_true", help="print one JSON object")
-    baudio.add_argument("--seconds", type=float, default=60.0, help="length of the call (default 60)")
     baudio.add_argument("--answer-delay", type=float, default=0.5, help="the emulator's answer delay (s)")
     baudio.add_argument(
         "--output-order",
@@ -456,22 +468,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="the emulator's reply timing: webrtc (response.done before the audio has streamed), audio-first, "
         "no-buffer-events, or both (default: webrtc, then audio-first, side by side)",
     )
-    baudio.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
-    baudio.set_defaults(func=_cmd_bench_audio)
-    bmetrics = benches.add_parser(
+    bmetrics = _bench_parser(
+        benches,
         "metrics",
+        _cmd_bench_metrics,
+        seconds=(30.0, "each event loop stretch (default 30)"),
         help="what the metrics and status files cost while idle (goal < 0.1 %% of a core)",
         description="Renders and writes the metrics and status files (fsync, rename) and samples the microphone "
         "level as the running service does, on a real Agent whose devices are not opened: each step's CPU, and "
         "the publisher task on an event loop against the same loop without it. Files go to a temporary folder "
         "in the current directory (run it on the device's disk).",
     )
-    bmetrics.add_argument("--json", action="store_true", help="print one JSON object")
     bmetrics.add_argument("--repeats", type=int, default=300, help="repetitions of each step (default 300)")
-    bmetrics.add_argument("--seconds", type=float, default=30.0, help="each event loop stretch (default 30)")
     bmetrics.add_argument("--config", help="take metrics.interval_s and the rest from this YAML file")
-    bmetrics.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
-    bmetrics.set_defaults(func=_cmd_bench_metrics)
     check = sub.add_parser("check", help="check config, audio, LEDs, network, credentials and models: pass/fail")
     check.add_argument("--config", help="YAML file (default: $VOICE_AGENT_CONFIG or /etc/voice-agent/config.yaml)")
     check.add_argument("--json", action="store_true", help="one JSON object instead of the table")
