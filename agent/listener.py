@@ -140,6 +140,12 @@ class WakeListener:
 
     def _run(self) -> None:
         while (batch := self._queue.get()) is not None:
+            if self._reset.is_set():  # at a batch's start only: the detector's chunks stay the batches
+                self._reset.clear()
+                try:
+                    self.detector.reset()
+                except Exception:
+                    log.exception("wake word reset failed")
             for block in batch:
                 try:
                     self._listen(block)
@@ -147,9 +153,6 @@ class WakeListener:
                     log.exception("wake word processing failed for one block")
 
     def _listen(self, block: PcmBlock) -> None:
-        if self._reset.is_set():
-            self._reset.clear()
-            self.detector.reset()
         snap = self.states.snapshot
         if self.stop_detector is not None and self.stop_reply is not None and snap.in_call:
             if not snap.muted and self.reply_audible() and self.stop_detector.process(block):

@@ -13,20 +13,26 @@ from agent.state import StateOwner
 
 
 class Recorder:
-    """Stands in for the detector: records which blocks reached the wake word thread, and when."""
+    """Stands in for the detector: records which blocks reached the wake word thread, and resets."""
 
-    def __init__(self) -> None:
-        self.blocks: list[int] = []
+    def __init__(self, hold_at: int | None = None) -> None:
+        self.blocks: list[int | str] = []
         self.arrived = threading.Event()
         self.assistant_speaking = False
+        self.hold_at = hold_at
+        self.holding = threading.Event()
+        self.go_on = threading.Event()
 
     def process(self, block: PcmBlock) -> list[object]:
         self.blocks.append(block.seq)
+        if block.seq == self.hold_at:
+            self.holding.set()
+            self.go_on.wait(5)
         self.arrived.set()
         return []
 
     def reset(self) -> None:
-        pass
+        self.blocks.append("reset")
 
 
 def block(seq: int, rate: int = 16000, ms: int = 20) -> PcmBlock:
@@ -57,3 +63,27 @@ async def test_blocks_reach_the_thread_a_chunk_at_a_time_and_none_is_lost() -> N
     finally:
         await listener.stop()
     assert listener.dropped == 0
+
+
+async def test_a_reset_asked_mid_batch_applies_at_the_next_batch() -> None:
+    """The detector scores 80 ms chunks counted from its reset: a reset in the middle of a batch would
+    leave every later chunk ending mid-batch, each detection up to 60 ms late."""
+    rec = Recorder(hold_at=2)
+    listener = WakeListener(rec, StateOwner(), asyncio.get_running_loop(),  # type: ignore[arg-type]
+                            on_trigger=lambda _t: True, last_audible_t=lambda: None)  # fmt: skip
+    listener.start()
+    try:
+        for seq in range(1, 5):
+            listener.tap(block(seq))
+        assert await asyncio.to_thread(rec.holding.wait, 2)  # the thread is inside the first batch
+        listener.reset()
+        rec.go_on.set()
+        for seq in range(5, 9):
+            listener.tap(block(seq))
+        for _ in range(100):
+            if len(rec.blocks) >= 9:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await listener.stop()
+    assert rec.blocks == [1, 2, 3, 4, "reset", 5, 6, 7, 8]
