@@ -207,6 +207,7 @@ class GpioConfig:
 @dataclass(frozen=True)
 class ConversationConfig:
     followup_s: float = _f(8.0, 0.0, 120.0)
+    first_turn_s: float = _f(8.0, 1.0, 60.0)
     max_call_s: float = _f(3300.0, 10.0, 3540.0)
     backoff_initial_s: float = _f(1.0, 0.1, 60.0)
     backoff_max_s: float = _f(60.0, 1.0, 3600.0)

@@ -286,8 +286,11 @@ class Conversation:
         cfg = self.cfg
         now = time.monotonic()
         max_end = now + cfg.max_call_s
-        # Before the first reply the user may still be talking (pre-roll); the window starts on connect.
-        window_end: float | None = now + max(cfg.followup_s, 0.1)
+        # The first turn has a window of its own, from the connection on: the user may still be talking
+        # (the pre-roll) or, after a press, about to start, and the service needs a moment of speech
+        # before it says so. A short follow-up window (0 turns follow-ups off) must not end the call
+        # before the service has heard the command.
+        window_end: float | None = now + cfg.first_turn_s
         while True:
             now = time.monotonic()
             self._refresh(now)

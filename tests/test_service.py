@@ -110,3 +110,15 @@ async def test_only_listening_wakes_the_event_loop_once(tmp_path: Path) -> None:
             feeder.stop()
     assert result[0].ok, result[0]
     assert agent.capture.stats.to_loop > 50  # the call's blocks went through the loop
+
+
+async def test_no_follow_up_window_still_answers_the_first_turn(tmp_path: Path) -> None:
+    """`followup_s: 0` turns follow-ups off; the command said after the wake word must still be heard
+    and answered (the service needs some speech before it says so: the first turn has its own
+    window, `first_turn_s`), and the call ends as soon as the reply has played."""
+    async with Emulator(EmulatorSettings(api_key=Secret(KEY), ice_loopback=True)) as emu:
+        agent = await run_agent(tmp_path, emu, wake_then_command(), followup_s=0.0)
+    result = agent.results[0]
+    assert result.ok and result.responses == ["completed"] and result.replies_heard == 1, result
+    assert result.end_reason == "follow-up window passed"
+    assert result.t_reply_ends and agent.state is State.IDLE
