@@ -310,6 +310,10 @@ class Agent:
                 len(result.responses),
                 f", {result.error_kind}: {result.error}" if result.error else "",
             )
+        # Forget the wake word's audio before the state says idle: the detector was not fed during the
+        # call, its buffer still holds the phrase that started it, and fed again un-reset it would fire
+        # on that phrase once more and start a call nobody asked for.
+        self.listener.reset()
         self.states.apply(Input.HUNG_UP, cause=result.end_reason)
         if result.error_kind is not None and not result.ok:
             await self._after_error(result)
@@ -317,7 +321,6 @@ class Agent:
             self.retry.succeeded()
             if result.responses:
                 self.earcons.play("goodbye", self.playback)
-        self.listener.reset()
         return result
 
     async def _after_error(self, result: ConversationResult) -> None:

@@ -153,6 +153,8 @@ class WakeListener:
                     log.exception("wake word processing failed for one block")
 
     def _listen(self, block: PcmBlock) -> None:
+        if self._reset.is_set():
+            return  # a reset is pending: the detector starts again at the next batch, never fed stale
         snap = self.states.snapshot
         if self.stop_detector is not None and self.stop_reply is not None and snap.in_call:
             if not snap.muted and self.reply_audible() and self.stop_detector.process(block):
