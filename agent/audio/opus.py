@@ -8,9 +8,9 @@ encodes here, on the event loop (one small encode, no hand-over), and gives aior
 which it then only packetises (`RTCRtpSender` sends an `av.Packet` from a track as it is). What this
 costs and saves is measured by `voice-agent bench` (the call's CPU against the bare aiortc client).
 
-The settings are libwebrtc's for speech on ARM: the "voip" application, complexity 5 (libwebrtc's default
-on ARM, where 9 or 10 costs about a fifth more for no audible gain in speech), and 32 kbit/s, which
-Chrome sends for one channel of speech. The RTP clock stays Opus's 48 kHz whatever the input rate.
+The settings are libwebrtc's for speech on phones: the "voip" application, complexity 5 (libwebrtc's
+default on Android and iOS; 9 or 10 cost about a fifth more here), and 32 kbit/s, which Chrome sends for
+one channel of speech. The RTP clock stays Opus's 48 kHz whatever the input rate.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import av
 import numpy as np
 
 from ..voicelive.media import FRAME_SAMPLES, TIME_BASE
+from .resample import frame_from_pcm
 
 #: The rates libopus encodes without resampling.
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
@@ -44,8 +45,7 @@ class OpusUplinkEncoder:
         self._codec.layout = "mono"
         self._codec.format = "s16"
         self._codec.bit_rate = bitrate
-        self._time_base = fractions.Fraction(1, rate)
-        self._codec.time_base = self._time_base
+        self._codec.time_base = fractions.Fraction(1, rate)
         self._codec.options = {"application": "voip", "compression_level": str(complexity)}
         self.pts = pts
         """The next packet's timestamp in TIME_BASE (48 kHz): one FRAME_SAMPLES per packet."""
@@ -54,13 +54,7 @@ class OpusUplinkEncoder:
         """One 20 ms frame (`frame_samples` samples) to one packet."""
         if len(samples) != self.frame_samples:
             raise ValueError(f"a frame is {self.frame_samples} samples at {self.rate} Hz, not {len(samples)}")
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(samples, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
-        )
-        frame.sample_rate = self.rate
-        frame.pts = self.pts * self.rate // 48000
-        frame.time_base = self._time_base
-        packets = self._codec.encode(frame)
+        packets = self._codec.encode(frame_from_pcm(samples, self.rate, pts=self.pts * self.rate // 48000))
         if len(packets) != 1:  # libopus gives one packet per 20 ms frame, with no delay
             raise RuntimeError(f"the Opus encoder returned {len(packets)} packets for one frame")
         packet = packets[0]

@@ -13,11 +13,18 @@ shape this module:
 from __future__ import annotations
 
 import fractions
+import functools
 
 import av
 import numpy as np
 
 _LAYOUTS = {1: "mono", 2: "stereo"}
+
+
+@functools.cache
+def _time_base(rate: int) -> fractions.Fraction:
+    """1/rate, made once per rate: a Fraction costs microseconds, and frames are made 50 times a second."""
+    return fractions.Fraction(1, rate)
 
 
 def frame_from_pcm(samples: np.ndarray, rate: int, channels: int = 1, pts: int | None = None) -> av.AudioFrame:
@@ -27,7 +34,7 @@ def frame_from_pcm(samples: np.ndarray, rate: int, channels: int = 1, pts: int |
     frame.sample_rate = rate
     if pts is not None:
         frame.pts = pts
-        frame.time_base = fractions.Fraction(1, rate)
+        frame.time_base = _time_base(rate)
     return frame
 
 
@@ -45,7 +52,7 @@ def _interleaved(frames: list[av.AudioFrame]) -> np.ndarray:
     """Packed s16 frames to one flat, interleaved int16 array."""
     if not frames:
         return np.zeros(0, dtype=np.int16)
-    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int16, copy=False)
+    return np.concatenate([pcm_of(f) for f in frames]).astype(np.int16, copy=False)
 
 
 class PcmConverter:
