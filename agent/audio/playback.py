@@ -215,8 +215,9 @@ class AlsaPlayback:
         self._base_latency_s = (lead_periods + 2) * self.period_s
         self._max_slack = max_slack_periods
         self._slack_decay_s = slack_decay_s
-        self._slack = 0  # periods of latency earned by underruns
-        self._slack_t = 0.0  # when the slack last changed
+        # Written by the thread only: the periods earned at the last underrun, and when it was.
+        self._slack = 0
+        self._slack_t = 0.0
         self._underrun_gap_s = underrun_gap_ms / 1000
         self._lead_s = lead_periods * self.period_s
         self._backoff = Backoff(backoff_initial_s, backoff_max_s)
@@ -268,10 +269,11 @@ class AlsaPlayback:
     @property
     def max_latency_s(self) -> float:
         """The latency above which silent frames are dropped: the floor, plus what underruns earned."""
-        if self._slack and time.monotonic() - self._slack_t > self._slack_decay_s:
-            self._slack -= 1
-            self._slack_t = time.monotonic()
-        return self._base_latency_s + self._slack * self.period_s
+        return self._base_latency_s + self._slack_now(time.monotonic()) * self.period_s
+
+    def _slack_now(self, now: float) -> int:
+        """The periods earned by underruns, less one per `slack_decay_s` since the last."""
+        return max(0, self._slack - int((now - self._slack_t) / self._slack_decay_s))
 
     @property
     def buffered_ms(self) -> float:
@@ -524,7 +526,7 @@ class AlsaPlayback:
                 return np.zeros((0, self.channels), np.int16), 0, 0
             if self._dry_since is not None and now - self._dry_since <= self._underrun_gap_s:
                 self._add("underruns", 1)
-                self._slack = min(self._max_slack, self._slack + 1)
+                self._slack = min(self._max_slack, self._slack_now(now) + 1)
                 self._slack_t = now
                 log.debug("playout underrun: the buffer ran dry for %.0f ms mid-audio", (now - self._dry_since) * 1000)
             self._dry_since = None
