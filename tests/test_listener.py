@@ -35,6 +35,14 @@ class Recorder:
         self.blocks.append("reset")
 
 
+def started_listener(rec: Recorder) -> WakeListener:
+    """A running listener whose detector is `rec` (on the running event loop)."""
+    listener = WakeListener(rec, StateOwner(), asyncio.get_running_loop(),  # type: ignore[arg-type]
+                            on_trigger=lambda _t: True, last_audible_t=lambda: None)  # fmt: skip
+    listener.start()
+    return listener
+
+
 def block(seq: int, rate: int = 16000, ms: int = 20) -> PcmBlock:
     return PcmBlock(np.zeros(rate * ms // 1000, np.int16), rate, float(seq), seq)
 
@@ -42,9 +50,7 @@ def block(seq: int, rate: int = 16000, ms: int = 20) -> PcmBlock:
 async def test_blocks_reach_the_thread_a_chunk_at_a_time_and_none_is_lost() -> None:
     assert BATCH_S == 0.08  # openWakeWord's chunk
     rec = Recorder()
-    listener = WakeListener(rec, StateOwner(), asyncio.get_running_loop(),  # type: ignore[arg-type]
-                            on_trigger=lambda _t: True, last_audible_t=lambda: None)  # fmt: skip
-    listener.start()
+    listener = started_listener(rec)
     try:
         for seq in range(1, 4):
             listener.tap(block(seq))
@@ -69,9 +75,7 @@ async def test_a_reset_asked_mid_batch_applies_at_the_next_batch() -> None:
     """The detector scores 80 ms chunks counted from its reset: a reset in the middle of a batch would
     leave every later chunk ending mid-batch, each detection up to 60 ms late."""
     rec = Recorder(hold_at=2)
-    listener = WakeListener(rec, StateOwner(), asyncio.get_running_loop(),  # type: ignore[arg-type]
-                            on_trigger=lambda _t: True, last_audible_t=lambda: None)  # fmt: skip
-    listener.start()
+    listener = started_listener(rec)
     try:
         for seq in range(1, 5):
             listener.tap(block(seq))
