@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .audio.frames import PcmBlock
+from .audio.frames import CHUNK_S, PcmBlock, blocks_per_chunk
 from .state import StateOwner
 from .wakeword import PHRASE_END_MARGIN_S, WakeWordDetector
 from .wakeword import Detection as WakeDetection
@@ -44,8 +44,10 @@ QUEUE_BLOCKS = 100
 
 #: The capture thread hands blocks over in batches this long: openWakeWord scores 80 ms chunks, so the
 #: thread wakes once a chunk instead of once a 20 ms block, and no later (batches and chunks both start
-#: at the listener's start and after each reset, so a batch completes exactly when a chunk does).
-BATCH_S = 0.08
+#: at the listener's start and after each reset, so a batch completes exactly when a chunk does). A
+#: batch ends on a block whose sequence number is a multiple of the blocks in a chunk, where the
+#: capture thread's idle bursts end too.
+BATCH_S = CHUNK_S
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,12 @@ class WakeListener:
 
     def tap(self, block: PcmBlock) -> None:
         """The capture thread's hand-over: never blocks; a full queue loses its oldest batch."""
+        n = blocks_per_chunk(block.duration_s)
+        if n is not None and not self._batch and (block.seq - 1) % n:
+            return  # started mid-chunk (not with the capture): the first batch starts on a chunk's start
         self._batch.append(block)
         self._batch_s += block.duration_s
-        if self._batch_s >= BATCH_S - 1e-6:
+        if (block.seq % n == 0) if n is not None else (self._batch_s >= BATCH_S - 1e-6):
             batch, self._batch, self._batch_s = self._batch, [], 0.0
             self._put(batch)
 

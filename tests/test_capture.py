@@ -89,6 +89,71 @@ async def test_capture_mono_byte_exact_and_real_time(alsa: Path, rate: int) -> N
     assert not blocks[0].samples.flags.writeable  # shared between subscribers
 
 
+async def test_idle_reads_come_a_chunk_at_a_time_stamped_as_captured(alsa: Path) -> None:
+    """With only the taps listening, the thread reads a wake word chunk (4 periods) per burst: the
+    three periods already there at once, then it waits in the fourth. Each block keeps the time of its
+    own last sample, and nothing is lost."""
+    fifo = alsa / "mic.fifo"
+    cap = AlsaCapture(CaptureConfig(device=capture_device(fifo), rate=16000, period_ms=20))
+    assert cap.burst_blocks == 4
+    seen: list[tuple[PcmBlock, float]] = []
+    cap.taps.append(lambda b: seen.append((b, time.monotonic())))
+    data = noise(1.6, 16000, seed=3)
+    feeder = FifoFeeder(fifo, data, rate=16000, period_frames=320, then="hold").start()
+    await cap.start()
+    try:
+        await wait_until(lambda: len(seen) * 320 >= len(data), 4, "the whole feed")
+    finally:
+        await cap.stop()
+        feeder.stop()
+    blocks = [b for b, _ in seen]
+    assert np.array_equal(np.concatenate([b.samples for b in blocks])[: len(data)], data)
+    assert [b.seq for b in blocks] == list(range(1, len(blocks) + 1))
+    chunks = len(blocks) // 4
+    assert cap.stats.idle_sleeps >= 0.7 * chunks
+    arrived = {b.seq: t for b, t in seen}
+    # periods 1-3 of a chunk reach the taps together (read in one go), not 20 ms apart
+    together = [arrived[4 * m + 3] - arrived[4 * m + 1] < 0.005 for m in range(1, chunks)]
+    assert sum(together) >= 0.7 * len(together), together
+    stamps = np.array([b.t_end for b in blocks])
+    assert abs(np.median(np.diff(stamps)) - 0.020) < 0.1 * 0.020  # stamped when captured, not when read
+    assert all(b.t_end <= arrived[b.seq] for b in blocks)
+    assert cap.stats.overruns == 0
+
+
+async def test_a_subscriber_ends_the_idle_bursts_at_once(alsa: Path) -> None:
+    """A call subscribing mid-sleep gets the periods captured so far at once and every later period as
+    it comes (no bursts while something on the event loop listens)."""
+    fifo = alsa / "mic.fifo"
+    cap = AlsaCapture(CaptureConfig(device=capture_device(fifo), rate=16000, period_ms=20))
+    tapped: list[PcmBlock] = []
+    cap.taps.append(tapped.append)
+    feeder = FifoFeeder(fifo, noise(3.0, 16000, seed=4), rate=16000, period_frames=320, then="hold").start()
+    await cap.start()
+    try:
+        await wait_until(lambda: cap.stats.idle_sleeps >= 5, 3, "idle bursts")
+        await wait_until(lambda: len(tapped) % 4 == 0 and cap.stats.idle_sleeps > 5, 3, "a sleep after a chunk")
+        await asyncio.sleep(0.01)  # inside the sleep
+        last = tapped[-1].seq
+        t_sub = time.monotonic()
+        sub = cap.hub.subscribe("call", max_blocks=1000, after_seq=last)
+        first = await asyncio.wait_for(sub.get(), 1)
+        t_first = time.monotonic()
+        sleeps = cap.stats.idle_sleeps
+        times, seqs = [], [first.seq]
+        for _ in range(25):
+            seqs.append((await asyncio.wait_for(sub.get(), 1)).seq)
+            times.append(time.monotonic())
+    finally:
+        await cap.stop()
+        feeder.stop()
+    assert first.seq == last + 1 and seqs == list(range(last + 1, last + 27))
+    assert t_first - t_sub < 0.03  # not after the rest of a 70 ms sleep
+    assert cap.stats.idle_sleeps == sleeps  # no burst while subscribed
+    gaps = np.diff(times[3:])  # past the periods already captured: one at a time, as they come
+    assert abs(np.median(gaps) - 0.020) < 0.005 and np.sum(gaps < 0.005) <= 3
+
+
 async def test_stereo_device_keeps_configured_channel(alsa: Path) -> None:
     fifo = alsa / "mic.fifo"
     rate = 48000

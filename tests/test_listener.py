@@ -43,6 +43,14 @@ def started_listener(rec: Recorder) -> WakeListener:
     return listener
 
 
+async def wait_fed(rec: Recorder, n: int) -> None:
+    """Until the detector has seen `n` entries (or 2 s went by: the assertion after says what came)."""
+    for _ in range(100):
+        if len(rec.blocks) >= n:
+            return
+        await asyncio.sleep(0.02)
+
+
 def block(seq: int, rate: int = 16000, ms: int = 20) -> PcmBlock:
     return PcmBlock(np.zeros(rate * ms // 1000, np.int16), rate, float(seq), seq)
 
@@ -84,12 +92,25 @@ async def test_a_reset_asked_mid_batch_applies_at_the_next_batch() -> None:
         rec.go_on.set()
         for seq in range(5, 9):
             listener.tap(block(seq))
-        for _ in range(100):
-            if len(rec.blocks) >= 7:
-                break
-            await asyncio.sleep(0.02)
+        await wait_fed(rec, 7)
     finally:
         await listener.stop()
     # the rest of the batch is not fed to a detector about to be reset (it would score stale audio);
     # the reset comes at the next batch's start, so its chunks still end where a batch does
     assert rec.blocks == [1, 2, "reset", 5, 6, 7, 8]
+
+
+async def test_batches_end_where_the_captures_idle_bursts_do() -> None:
+    """Batches end on a block whose sequence number is a multiple of a chunk's blocks (where the
+    capture thread's idle bursts end); a listener started mid-chunk skips to the next chunk's start, so
+    the detector's chunks stay the batches."""
+    rec = Recorder()
+    listener = started_listener(rec)
+    try:
+        for seq in range(3, 11):
+            listener.tap(block(seq))
+        await wait_fed(rec, 4)
+        await asyncio.sleep(0.05)
+    finally:
+        await listener.stop()
+    assert rec.blocks == [5, 6, 7, 8]  # 3 and 4 end a chunk begun before the start; 9, 10 are half one

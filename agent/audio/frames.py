@@ -30,6 +30,18 @@ class PcmBlock:
         return self.t_end - self.duration_s
 
 
+#: openWakeWord scores 80 ms chunks. While the device only listens, the capture thread reads a chunk's
+#: periods in one go and the wake word thread is handed them in one batch, both on chunk boundaries
+#: counted in block sequence numbers, so neither wakes more often than the model needs audio.
+CHUNK_S = 0.08
+
+
+def blocks_per_chunk(duration_s: float) -> int | None:
+    """How many blocks of `duration_s` make one `CHUNK_S` chunk, or None if they do not divide it."""
+    n = round(CHUNK_S / duration_s)
+    return n if n >= 1 and abs(n * duration_s - CHUNK_S) < 1e-6 else None
+
+
 #: A block whose peak is above this (about -54 dBFS) is sound, not digital or near silence: the
 #: service sends silent RTP between replies, so "audio arrived" and "the assistant is talking" differ.
 AUDIBLE = 64
