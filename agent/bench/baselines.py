@@ -11,10 +11,10 @@
   at 48 kHz cost the bare client about a point more: aiortc's audio level loop runs over every sample),
   the `voice-live-events` data channel (messages discarded), and the remote audio received and discarded,
   talking to the same emulator. Signalling goes over the agent's own `ControlChannel` (a handful of
-  messages, before the measured stretch). Its process CPU over wall time is measured the same way as the
-  agent's in a call.
+  messages, before the measured stretch). It runs in a process of its own (`bare_call`), at the same
+  time as the agent's call, and its process CPU over wall time is measured in the same windows.
 
-Both run while no agent runs in the process, so the process CPU is theirs alone.
+openWakeWord runs while no agent runs in the process, so the process CPU is its alone.
 """
 
 from __future__ import annotations
@@ -167,16 +167,3 @@ async def bare_call(
 async def _drain(messages: Any) -> None:
     async for _ in messages:
         pass
-
-
-async def bare_aiortc_cpu_pct(
-    target: Target, credentials: Credentials, session: dict[str, Any], audio16k: np.ndarray,
-    settle_s: float, seconds: float, window_s: float,
-) -> list[float]:  # fmt: skip
-    """CPU windows of the bare client streaming `audio16k` (after `settle_s`) for `seconds`."""
-    call = await bare_call(target, credentials, session, audio16k)
-    try:
-        await asyncio.sleep(settle_s)
-        return await cpu_windows(seconds, window_s)
-    finally:
-        await call.close()

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ class EmulatorProcess:
     url: str
     key: str
     record_dir: Path
+    key_file: Path  # 0600: how a process of the benchmark's own gets the key (never in its arguments)
 
 
 async def start_emulator(key_file: Path, record_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
@@ -75,7 +76,7 @@ async def emulator_process(tmpdir: Path, *extra: str) -> AsyncIterator[EmulatorP
     record_dir = tmpdir / "calls"
     proc, url = await start_emulator(key_file, record_dir, *extra)
     try:
-        yield EmulatorProcess(proc, url, key, record_dir)
+        yield EmulatorProcess(proc, url, key, record_dir, key_file)
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -183,6 +184,25 @@ class ProcSnapshot:
             fds=len(list(Path("/proc/self/fd").iterdir())),
             thread_names=tuple(sorted(names)),
         )
+
+
+async def paired_cpu_windows(
+    seconds: float, window_s: float, other: Callable[[], Awaitable[float]], exclude: Callable[[], float] | None = None
+) -> tuple[list[float], list[float]]:
+    """`cpu_windows` for this process and, in the same windows, for another whose CPU seconds `other()`
+    returns: two things compared side by side meet the machine's noisy spells alike."""
+    mine: list[float] = []
+    theirs: list[float] = []
+    end = time.monotonic() + seconds
+    while True:
+        t0, c0, x0, o0 = time.monotonic(), cpu_s(), exclude() if exclude else 0.0, await other()
+        remaining = end - t0
+        if remaining < window_s / 2:
+            return mine, theirs
+        await asyncio.sleep(min(window_s, remaining))
+        t1, c1, x1, o1 = time.monotonic(), cpu_s(), exclude() if exclude else 0.0, await other()
+        mine.append(round(100 * ((c1 - c0) - (x1 - x0)) / (t1 - t0), 2))
+        theirs.append(round(100 * (o1 - o0) / (t1 - t0), 2))
 
 
 async def cpu_windows(seconds: float, window_s: float, exclude: Callable[[], float] | None = None) -> list[float]:

@@ -8,12 +8,14 @@ FIFO. In order:
    (every thread) over wall time, in windows of `window_s`, median quoted; the resident memory at the
    end is `idle_rss_mb`.
 2. In a call: "hey jarvis", then `call_s` of sentences with pauses (the emulator parrots each one
-   back, so audio flows both ways), measured from 1.5 s after the call is up. The agent hangs up.
-3. The bare baselines, with the agent stopped (so the process CPU is theirs): openWakeWord's
-   `Model.predict` on the same idle audio at real time (and, as the floor, as fast as it goes), and a
-   bare aiortc client streaming the same call audio at real time to the same emulator (see
-   `baselines`). `idle_cpu_ratio` and `call_cpu_ratio` divide the agent's figure by the real-time
-   baseline's; `idle_cpu_ratio_unpaced` by openWakeWord's unpaced cost.
+   back, so audio flows both ways), measured from 1.5 s after the call is up. At the same time, in a
+   process of its own (`bare_call`), a bare aiortc client streams the same call audio at real time to
+   the same emulator (see `baselines`); both are sampled in the same windows, so a noisy spell of the
+   machine hits both alike. The agent hangs up.
+3. openWakeWord's `Model.predict` alone, with the agent stopped (so the process CPU is its own), on
+   the same idle audio at real time (and, as the floor, as fast as it goes). `idle_cpu_ratio` and
+   `call_cpu_ratio` divide the agent's figure by the real-time baseline's; `idle_cpu_ratio_unpaced`
+   by openWakeWord's unpaced cost.
    Each stretch also gives the CPU of every thread (`*_threads_cpu_pct`): where the agent's extra goes.
 4. Conversations: a fresh agent runs max(`conversations`, `soak`) short conversations in a row (see
    `soak`); the latency percentiles are over all of them, the soak figures compare the process after
@@ -45,15 +47,17 @@ import numpy as np
 
 from ..agent import Agent
 from ..audio.fileplugin import FifoFeeder, use_file_plugin
-from ..call_config import call_options_for, target_for
+from ..call_config import call_options_for
 from ..state import State
 from ..voicelive.auth import ApiKey, Secret
-from .baselines import bare_aiortc_cpu_pct, bare_oww
+from .bare_call import BareCallProcess, BareCallSpec
+from .baselines import bare_oww
 from .common import (
     EmulatorProcess,
     ProcSnapshot,
     cpu_windows,
     emulator_process,
+    paired_cpu_windows,
     thread_cpu_by_name,
     thread_cpu_pct,
     thread_cpu_s,
@@ -137,6 +141,12 @@ async def _agent_idle_and_call(run: _Run, emu: EmulatorProcess, tmpdir: Path, op
     mic.start()
     agent = Agent(config, ApiKey(Secret(emu.key)))
     runner: asyncio.Task[Any] | None = None
+    call_raw = tmpdir / "call.raw"
+    call_raw.write_bytes(call_audio.astype("<i2").tobytes())
+    bare = BareCallProcess(BareCallSpec(
+        endpoint=emu.url, api_version=config.voicelive.api_version, model=config.voicelive.model,
+        key_file=emu.key_file, audio=call_raw, session=call_options_for(config).session,
+    ))  # fmt: skip
 
     def feeder_cpu() -> float:
         return thread_cpu_s(mic.thread)
@@ -158,20 +168,22 @@ async def _agent_idle_and_call(run: _Run, emu: EmulatorProcess, tmpdir: Path, op
             run.out["idle_cpu_pct"] = _median(windows)
         run.out |= {"idle_rss_mb": idle.rss_mb, "idle_threads": idle.threads, "idle_fds": idle.fds}
 
+        await bare.start()  # its call is up before the agent's starts (its start-up is not measured)
         mic.feed(np.concatenate([espeak("hey jarvis"), quiet(0.4, seed=5), call_audio]))
         up = await wait_until(lambda: agent.state not in (State.IDLE, State.WAKING, State.CONNECTING), 15)
         if not up or agent.conversation is None:
             why = f"no call: the wake word was not detected or the call failed (state {agent.state.value})"
-            for key in ("call_cpu_pct", "call_rss_mb"):
+            for key in ("call_cpu_pct", "call_rss_mb", "bare_aiortc_cpu_pct"):
                 run.missing(key, why)
             return
         await asyncio.sleep(CALL_SETTLE_S)
         t0, threads0 = time.monotonic(), thread_cpu_by_name()
-        windows = await cpu_windows(opts.call_s, opts.window_s, exclude=feeder_cpu)
+        windows, bare_windows = await paired_cpu_windows(opts.call_s, opts.window_s, bare.cpu, exclude=feeder_cpu)
         run.out["call_threads_cpu_pct"] = thread_cpu_pct(threads0, thread_cpu_by_name(), time.monotonic() - t0)
         in_call = agent.conversation is not None
         run.out["call_rss_mb"] = ProcSnapshot.take().rss_mb
         run.out["call_cpu_pct_windows"] = windows
+        run.out["bare_aiortc_cpu_pct"], run.out["bare_aiortc_cpu_pct_windows"] = _median(bare_windows), bare_windows
         if in_call:
             run.out["call_cpu_pct"] = _median(windows)
             await agent.conversation.hang_up("benchmark done")  # type: ignore[union-attr]
@@ -181,6 +193,7 @@ async def _agent_idle_and_call(run: _Run, emu: EmulatorProcess, tmpdir: Path, op
         result = agent.results[0]
         run.out["call_replies_heard"] = len(result.reply_marks)  # replies whose audio reached the speaker
     finally:
+        await bare.stop()
         if runner is not None and not runner.done():
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
@@ -188,19 +201,13 @@ async def _agent_idle_and_call(run: _Run, emu: EmulatorProcess, tmpdir: Path, op
         mic.stop()
 
 
-async def _baselines(run: _Run, emu: EmulatorProcess, tmpdir: Path, opts: BenchOptions,
-                     idle_audio: np.ndarray, call_audio: np.ndarray) -> None:  # fmt: skip
-    """Phase 3: openWakeWord and aiortc alone, on the same audio and the same emulator."""
+async def _bare_oww(run: _Run, emu: EmulatorProcess, tmpdir: Path, opts: BenchOptions, idle_audio: np.ndarray) -> None:
+    """Phase 3: openWakeWord alone, on the same audio."""
     config = conversation_config(tmpdir, emu.url, "bare")
     oww = await bare_oww(config.wake, idle_audio, SETTLE_S, opts.idle_s, opts.window_s)
     run.out["bare_oww_cpu_pct"], run.out["bare_oww_cpu_pct_windows"] = _median(oww.paced_windows), oww.paced_windows
     run.out["bare_oww_unpaced_cpu_pct"] = _median(oww.unpaced_runs)
     run.out["bare_oww_unpaced_cpu_pct_runs"] = oww.unpaced_runs
-    windows = await bare_aiortc_cpu_pct(
-        target_for(config), ApiKey(Secret(emu.key)), call_options_for(config).session, call_audio,
-        CALL_SETTLE_S, opts.call_s, opts.window_s,
-    )  # fmt: skip
-    run.out["bare_aiortc_cpu_pct"], run.out["bare_aiortc_cpu_pct_windows"] = _median(windows), windows
 
 
 async def run_table(opts: BenchOptions) -> dict[str, Any]:
@@ -213,7 +220,7 @@ async def run_table(opts: BenchOptions) -> dict[str, Any]:
         use_file_plugin(tmpdir)
         async with emulator_process(tmpdir) as emu:
             await _agent_idle_and_call(run, emu, tmpdir, opts, idle_audio, call_audio)
-            await _baselines(run, emu, tmpdir, opts, idle_audio, call_audio)
+            await _bare_oww(run, emu, tmpdir, opts, idle_audio)
             total = max(opts.conversations, opts.soak)
             soak = await soak_agent(tmpdir, emu.url, emu.key, total, opts.warmup)
             run.out |= await latencies(soak.records, emu.record_dir)
@@ -273,7 +280,7 @@ def format_table(out: dict[str, Any]) -> str:
         ("idle threads (% of a core)", _threads(out.get("idle_threads_cpu_pct"))),
         ("idle_rss_mb", out.get("idle_rss_mb")),
         ("call_cpu_pct (agent in a call)", out.get("call_cpu_pct")),
-        ("bare_aiortc_cpu_pct (aiortc alone)", out.get("bare_aiortc_cpu_pct")),
+        ("bare_aiortc_cpu_pct (aiortc alone, at the same time)", out.get("bare_aiortc_cpu_pct")),
         ("call_cpu_ratio", out.get("call_cpu_ratio")),
         ("call threads (% of a core)", _threads(out.get("call_threads_cpu_pct"))),
         ("call_rss_mb", out.get("call_rss_mb")),
