@@ -1,7 +1,9 @@
-"""The soak, short: 30 conversations in a row in one agent against the emulator (its own process, so
+"""The soak, short: 15 conversations in a row in one agent against the emulator (its own process, so
 this process's memory is the agent's). Every conversation completes and returns to idle; after a
-warm-up of 5 conversations, resident memory grows less than 10% and the threads and file descriptors
-come back to their count."""
+warm-up of 3 conversations, resident memory grows less than 10% and the threads and file descriptors
+come back to their count. Fifteen are enough for what a test can hold it to (a thread or a descriptor
+left behind by each call shows at once; a slow leak needs `voice-agent bench --soak 300`), and half
+the suite's longest test."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from agent.bench.soak import latencies, soak_agent
 
 from .harness import logs_like_the_service
 
-CONVERSATIONS = 30
-WARMUP = 5
+CONVERSATIONS = 15
+WARMUP = 3
 
 
 @pytest.mark.timeout(240)
