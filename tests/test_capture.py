@@ -154,6 +154,26 @@ async def test_a_subscriber_ends_the_idle_bursts_at_once(alsa: Path) -> None:
     assert abs(np.median(gaps) - 0.020) < 0.005 and np.sum(gaps < 0.005) <= 3
 
 
+@pytest.mark.parametrize("periods_taken", [8, 4])
+async def test_idle_bursts_only_where_the_device_buffer_holds_two(periods_taken: int) -> None:
+    """A device may give a smaller buffer than asked (pyalsaaudio takes the nearest): with less than two
+    bursts' worth, a sleep of most of a burst could overrun it, so every period is read as it comes."""
+    factory = FakePcmFactory([[]], period_s=0.02)
+
+    def opens(**kw: object) -> object:
+        return factory(**{**kw, "periods": periods_taken})
+
+    cap = AlsaCapture(CaptureConfig(device="fake", rate=16000, period_ms=20), pcm_factory=opens)  # type: ignore[arg-type]
+    tapped: list[PcmBlock] = []
+    cap.taps.append(tapped.append)
+    await cap.start()
+    try:
+        await wait_until(lambda: len(tapped) >= 12, 3, "blocks")
+    finally:
+        await cap.stop()
+    assert (cap.stats.idle_sleeps > 0) == (periods_taken == 8), cap.stats
+
+
 async def test_stereo_device_keeps_configured_channel(alsa: Path) -> None:
     fifo = alsa / "mic.fifo"
     rate = 48000

@@ -16,8 +16,8 @@ measured here, that is what the thread costs (its Python is a few microseconds a
 about a hundred right after a blocking read). The wake word needs nothing sooner: it scores whole
 chunks, and its batches end where the bursts do. A block read at once is stamped from the last blocking
 read (`anchor + k * period`), so its time is still that of its own last sample. A new subscriber ends
-a sleep at once (a call needs every period as it comes), and the buffer holds twice a burst, so a late
-wake-up does not overrun.
+a sleep at once (a call needs every period as it comes). The buffer asked for holds twice a burst, so a
+late wake-up does not overrun; a device that takes less is read every period.
 
 Errors never end the service: a failed open or read is logged (once per distinct message), the state
 becomes "error", the PCM is closed and reopened with exponential backoff, jitter and a cap, and the
@@ -397,6 +397,7 @@ class AlsaCapture:
         k = 0
         broken_pipes = 0
         warned = False
+        burst = self._burst_for(pcm)
         while not stop.is_set():
             t_before = time.monotonic()
             try:
@@ -429,8 +430,8 @@ class AlsaCapture:
             assert anchor is not None
             self._deliver_from_thread(self._make_block(data, min(t_end, anchor + k * self.period_s)), stop)
             if waited:
-                if self._seq % self.burst_blocks == 0:
-                    self._idle_sleep(until=anchor + (self.burst_blocks - 0.5) * self.period_s)
+                if burst > 1 and self._seq % burst == 0:
+                    self._idle_sleep(until=anchor + (burst - 0.5) * self.period_s)
                 continue
             ahead = anchor + k * self.period_s - t_end
             if ahead > self.MAX_AHEAD_S:
@@ -443,11 +444,24 @@ class AlsaCapture:
                     )
                 stop.wait(ahead - self.MAX_AHEAD_S)
 
+    def _burst_for(self, pcm: Any) -> int:
+        """The periods to read per idle burst on this open device: `burst_blocks`, or 1 if the device
+        took a buffer smaller than two bursts (a sleep of most of a burst could then overrun it)."""
+        info = pcm.info() if hasattr(pcm, "info") else {}
+        buffer_frames = int(info.get("buffer_size") or 0)
+        if self.burst_blocks > 1 and buffer_frames < 2 * self.burst_blocks * self.period_frames:
+            log.info(
+                "capture device %r holds %d ms, less than two %d ms bursts: reading every period while idle",
+                self.cfg.device,
+                buffer_frames * 1000 // self.rate,
+                self.burst_blocks * self.cfg.period_ms,
+            )
+            return 1
+        return self.burst_blocks
+
     def _idle_sleep(self, until: float) -> None:
         """After the read that ended a chunk, while only the taps listen: sleep until the next chunk's
         last period is half a period away (a subscriber or stop() ends the sleep early)."""
-        if self.burst_blocks < 2:
-            return
         self._nudge.clear()  # before the check: a subscriber arriving after it still ends the sleep
         if self.hub.subscribers or not self._ready_sent:
             return
