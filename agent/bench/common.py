@@ -205,16 +205,12 @@ async def paired_cpu_windows(
         theirs.append(round(100 * (o1 - o0) / (t1 - t0), 2))
 
 
+async def _no_cpu() -> float:
+    return 0.0
+
+
 async def cpu_windows(seconds: float, window_s: float, exclude: Callable[[], float] | None = None) -> list[float]:
     """Process CPU over wall time, in percent of one core, in consecutive windows of `window_s` over
     `seconds`; `exclude()` gives CPU seconds to take out (a thread of the benchmark's own)."""
-    out: list[float] = []
-    end = time.monotonic() + seconds
-    while True:
-        t0, c0, x0 = time.monotonic(), cpu_s(), exclude() if exclude else 0.0
-        remaining = end - t0
-        if remaining < window_s / 2:
-            return out
-        await asyncio.sleep(min(window_s, remaining))
-        t1, c1, x1 = time.monotonic(), cpu_s(), exclude() if exclude else 0.0
-        out.append(round(100 * ((c1 - c0) - (x1 - x0)) / (t1 - t0), 2))
+    mine, _ = await paired_cpu_windows(seconds, window_s, _no_cpu, exclude)
+    return mine
