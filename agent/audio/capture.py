@@ -463,7 +463,7 @@ class AlsaCapture:
         """After the read that ended a chunk, while only the taps listen: sleep until the next chunk's
         last period is half a period away (a subscriber or stop() ends the sleep early)."""
         self._nudge.clear()  # before the check: a subscriber arriving after it still ends the sleep
-        if self.hub.subscribers or not self._ready_sent:
+        if self.hub.subscribers:
             return
         self._count("idle_sleeps")
         self._nudge.wait(max(0.0, until - time.monotonic()))
