@@ -1,4 +1,5 @@
-// Shared by the test pages: bounded waits, an event log, and a recorder of a remote audio track.
+// Shared by the test pages: bounded waits, an event log, and recorders of a remote audio track (as played,
+// and as packets).
 // Every wait has a timeout and says what it waited for; every step is logged to the console, which the
 // Python side keeps and prints when a test fails.
 "use strict";
@@ -161,6 +162,51 @@ class Recorder {
     this.node.disconnect();
     this.sink.srcObject = null;
     return this.context.close();
+  }
+}
+
+// Records the encoded audio a receiver gets, before Chromium's jitter buffer: each frame's RTP timestamp
+// and Opus payload, from an RTCRtpScriptTransform that passes every frame on unchanged. What the Recorder
+// above hears has gone through NetEq, which stretches and shrinks audio to follow the network, and through
+// a ScriptProcessor that drops whole buffers when a loaded machine runs the audio thread late; the
+// packets, placed at their own timestamps, are exactly what crossed the network.
+const PACKET_WORKER = `
+onrtctransform = (event) => {
+  self.postMessage({ log: "packet recorder attached" });
+  const { readable, writable } = event.transformer;
+  let first = true;
+  readable.pipeThrough(new TransformStream({
+    transform(frame, controller) {
+      if (first) self.postMessage({ log: "first packet" });
+      first = false;
+      const meta = frame.getMetadata();
+      self.postMessage({ ts: meta.rtpTimestamp ?? frame.timestamp, data: frame.data.slice(0) });
+      controller.enqueue(frame);
+    },
+  })).pipeTo(writable).catch((e) => self.postMessage({ log: "pipe: " + e }));
+};`;
+
+class PacketRecorder {
+  constructor(receiver) {
+    this.packets = [];
+    const url = URL.createObjectURL(new Blob([PACKET_WORKER], { type: "text/javascript" }));
+    this.worker = new Worker(url);
+    URL.revokeObjectURL(url);
+    this.worker.onmessage = (e) => (e.data.log ? log(e.data.log) : this.packets.push(e.data));
+    this.worker.onerror = (e) => log(`worker error ${e.message}`);
+    receiver.transform = new RTCRtpScriptTransform(this.worker, {});
+  }
+  // [{ts, data: base64 of the Opus payload}], in arrival order.
+  json() {
+    return this.packets.map((p) => {
+      const bytes = new Uint8Array(p.data);
+      let text = "";
+      for (let i = 0; i < bytes.length; i++) text += String.fromCharCode(bytes[i]);
+      return { ts: p.ts, data: btoa(text) };
+    });
+  }
+  stop() {
+    this.worker.terminate();
   }
 }
 
