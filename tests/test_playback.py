@@ -10,6 +10,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import alsaaudio
 import numpy as np
@@ -20,6 +21,7 @@ from agent.audio.playback import AlsaPlayback, PlayoutBuffer
 from agent.config import PlaybackConfig
 from tests.audio_helpers import (
     EPIPE,
+    FakePcm,
     FakePcmFactory,
     active_span,
     av_frames,
@@ -238,6 +240,95 @@ async def test_open_error_retries_then_recovers(alsa: Path, monkeypatch: pytest.
     _, _, frames = read_wav(out)
     first, last = active_span(frames[:, 0])
     assert abs((last - first + 1) / 48000 - 0.1) < 0.005
+
+
+class GatedPcm(FakePcm):
+    """A device whose writes can be held (a barge-in lands while a period is in the write), and which
+    logs what it is told: ("write", time, audible) and ("drop", time)."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        super().__init__([], 0.0, info)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.in_write = threading.Event()
+        self.log: list[tuple[str, float, bool]] = []
+
+    def write(self, data: bytes) -> int:
+        self.in_write.set()
+        self.gate.wait(2.0)
+        time.sleep(0.005)  # a device takes a moment per write
+        samples = np.frombuffer(data, np.int16)
+        self.log.append(("write", time.monotonic(), bool(np.abs(samples).max(initial=0) > 1000)))
+        return len(samples) // self._info["channels"]
+
+    def drop(self) -> None:
+        self.log.append(("drop", time.monotonic(), False))
+
+
+def gated_playback() -> tuple[AlsaPlayback, list[GatedPcm]]:
+    opened: list[GatedPcm] = []
+
+    def factory(**kw: Any) -> FakePcm:
+        info = {"rate": kw["rate"], "channels": kw["channels"], "format": kw["format"], "format_name": "S16_LE",
+                "period_size": kw["periodsize"], "buffer_size": kw["periodsize"] * kw.get("periods", 4)}  # fmt: skip
+        if kw.get("mode") == alsaaudio.PCM_NONBLOCK:  # open_pcm's busy probe
+            return FakePcm([], 0.0, info)
+        opened.append(GatedPcm(info))
+        return opened[-1]
+
+    cfg = PlaybackConfig(device="hw:0", rate=48000, channels=2, period_ms=10)
+    return AlsaPlayback(cfg, pcm_factory=factory), opened
+
+
+async def test_a_flush_during_a_write_drops_it_from_the_device_and_it_never_counts_as_heard() -> None:
+    pb, opened = gated_playback()
+    await pb.start()
+    try:
+        pb.write_pcm(sine(1000, 1.0, 48000), 48000)
+        await wait_until(lambda: opened and len(opened[0].log) >= 5, 2, "the reply playing")
+        pcm = opened[0]
+        pcm.gate.clear()
+        pcm.in_write.clear()
+        await wait_until(pcm.in_write.is_set, 1, "a write in progress")
+        pb.flush()
+        t_flush = time.monotonic()
+        pcm.gate.set()
+        await wait_until(lambda: any(kind == "drop" and t > t_flush for kind, t, _ in pcm.log), 1, "the drop")
+        await asyncio.sleep(0.1)
+    finally:
+        await pb.stop()
+    after = [(kind, audible) for kind, t, audible in pcm.log if t > t_flush]
+    # the held write ends after the flush; the drop comes next and takes it out of the device
+    assert after[:2] == [("write", True), ("drop", False)], after
+    assert not any(audible for _, audible in after[2:])
+    assert pb.audible_writes and max(pb.audible_writes) < t_flush
+    assert pb.last_audible_t is not None and pb.last_audible_t < t_flush
+
+
+async def test_a_period_taken_just_before_a_flush_is_not_written() -> None:
+    """The thread takes a period from the buffer, then the event loop's flush comes before the write: the
+    period is the reply's, and is dropped with the rest."""
+    pb, opened = gated_playback()
+    take = pb._buf.take
+    taken: list[int] = []
+
+    def take_then_flush(n: int) -> tuple[np.ndarray, int]:
+        frames, start = take(n)
+        taken.append(len(frames))
+        if len(taken) == 5:
+            pb.flush()  # lands between this take and its write
+        return frames, start
+
+    pb._buf.take = take_then_flush  # type: ignore[method-assign]
+    await pb.start()
+    try:
+        pb.write_pcm(sine(1000, 1.0, 48000), 48000)
+        await wait_until(lambda: len(taken) >= 5 and pb.buffered_s == 0, 2, "the flush")
+        await asyncio.sleep(0.1)
+    finally:
+        await pb.stop()
+    writes = [audible for kind, _, audible in opened[0].log if kind == "write"]
+    assert writes[:4] == [True] * 4 and not any(writes[4:]), writes  # the 5th period never reached the device
 
 
 async def test_write_error_reopens_and_xrun_is_counted() -> None:

@@ -450,12 +450,16 @@ class AlsaPlayback:
                 self._wake.wait(self.period_s / 4)
                 self._wake.clear()
                 continue
+            if self._flush_req.is_set():  # a barge-in came after the take: this period is the reply's too
+                continue
             if n_audio:
                 chunk = self._scaled(chunk)
             elif not len(chunk):
                 chunk = silence
             res = pcm.write(chunk.tobytes())
             t = time.monotonic()
+            # a flush during the write: the top of the loop drops this audio from the device at once
+            flushed = self._flush_req.is_set()
             active = True
             if res < 0:
                 if res != -errno.EPIPE:
@@ -474,7 +478,9 @@ class AlsaPlayback:
                 avail = pcm.avail()
                 if 0 <= avail < buffer_frames:  # the device tells how much it holds: trust it
                     sched = t + (buffer_frames - avail) / self.rate
-            if n_audio:
+            if n_audio and flushed:  # never heard: not an audible write, not the reply reaching ALSA
+                self._audio_until = sched  # what tells the flush, next, that the device holds audio to drop
+            elif n_audio:
                 self._audio_until = sched
                 if is_audible(chunk):
                     self.last_audible_t = t
