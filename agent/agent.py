@@ -58,6 +58,8 @@ class Agent:
         self.states = StateOwner()
         self.capture = AlsaCapture(config.audio.capture, on_state=self._on_capture_state)
         self.playback = AlsaPlayback(config.audio.playback, on_written=self.observer.playback_written)
+        if self.capture.period_s <= self.playback.period_s:  # a read at least every playback period
+            self.capture.duplex = self.playback  # in a call, one thread wake per period for both devices
         self.preroll = PrerollBuffer(config.audio.preroll_s + WAKE_PHRASE_S)
         self.earcons = Earcons(config.audio.earcons)
         setup_pin_factory(config.gpio.pin_factory)

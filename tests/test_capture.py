@@ -154,6 +154,52 @@ async def test_a_subscriber_ends_the_idle_bursts_at_once(alsa: Path) -> None:
     assert abs(np.median(gaps) - 0.020) < 0.005 and np.sum(gaps < 0.005) <= 3
 
 
+class Partner:
+    """A duplex partner that logs what the capture thread tells it, and on which thread."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float, str]] = []
+
+    def pump(self) -> None:
+        self.calls.append(("pump", time.monotonic(), threading.current_thread().name))
+
+    def release(self) -> None:
+        self.calls.append(("release", time.monotonic(), threading.current_thread().name))
+
+
+async def test_the_duplex_partner_is_pumped_after_each_read_only_while_a_call_listens(alsa: Path) -> None:
+    fifo = alsa / "mic.fifo"
+    cap = AlsaCapture(CaptureConfig(device=capture_device(fifo), rate=16000, period_ms=20))
+    partner = Partner()
+    cap.duplex = partner
+    feeder = FifoFeeder(fifo, noise(4.0, 16000, seed=5), rate=16000, period_frames=320, then="hold").start()
+    await cap.start()
+    try:
+        await wait_until(lambda: cap.stats.idle_sleeps >= 3, 3, "idle bursts")
+        assert partner.calls == []  # idle: the bursts could not pace a speaker
+        sub = cap.hub.subscribe("call", max_blocks=1000)
+        blocks = [await asyncio.wait_for(sub.get(), 1) for _ in range(20)]
+        pumps_in_call = sum(kind == "pump" for kind, _, _ in partner.calls)
+        sub.close()
+        await wait_until(lambda: any(kind == "release" for kind, _, _ in partner.calls), 1, "the release")
+        sleeps = cap.stats.idle_sleeps
+        await wait_until(lambda: cap.stats.idle_sleeps >= sleeps + 3, 2, "idle bursts again")
+        idle_calls = len(partner.calls)
+        await asyncio.sleep(0.3)
+        assert len(partner.calls) == idle_calls  # no pump while idle
+    finally:
+        await cap.stop()
+        feeder.stop()
+    kinds = [kind for kind, _, _ in partner.calls]
+    assert kinds.count("release") == 2 and kinds[-2:] == ["release", "release"]  # the call's end, then stop()
+    assert set(kinds[:-2]) == {"pump"} and pumps_in_call >= 20
+    assert {name for _, _, name in partner.calls} == {f"alsa-capture:{cap.cfg.device}"}
+    pumps = [t for kind, t, _ in partner.calls if kind == "pump"]
+    gaps = np.diff(pumps[3:])  # past the periods already captured when the call came
+    assert abs(np.median(gaps) - 0.020) < 0.005  # one pump per read, as each period comes
+    assert len(blocks) == 20
+
+
 @pytest.mark.parametrize("periods_taken", [8, 4])
 async def test_idle_bursts_only_where_the_device_buffer_holds_two(periods_taken: int) -> None:
     """A device may give a smaller buffer than asked (pyalsaaudio takes the nearest): with less than two

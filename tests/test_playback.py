@@ -7,6 +7,7 @@ time. Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -329,6 +330,150 @@ async def test_a_period_taken_just_before_a_flush_is_not_written() -> None:
         await pb.stop()
     writes = [audible for kind, _, audible in opened[0].log if kind == "write"]
     assert writes[:4] == [True] * 4 and not any(writes[4:]), writes  # the 5th period never reached the device
+
+
+class Driver:
+    """A capture thread's stand-in: calls `pump()` every period on an absolute schedule, as reads of a
+    live microphone would, until told to stop (then `release()`, unless it stalls)."""
+
+    def __init__(self, pb: AlsaPlayback, period_s: float = 0.02) -> None:
+        self.pb, self.period_s = pb, period_s
+        self.done = threading.Event()
+        self.release_at_end = True
+        self.thread = threading.Thread(target=self._run, name="driver", daemon=True)
+
+    def _run(self) -> None:
+        t = time.monotonic()
+        while not self.done.is_set():
+            t += self.period_s
+            time.sleep(max(0.0, t - time.monotonic()))
+            self.pb.pump()
+        if self.release_at_end:
+            self.pb.release()
+
+    def __enter__(self) -> Driver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(1)
+
+
+def writer_threads(pb: AlsaPlayback) -> list[str]:
+    """Record, per write that carried audio, the thread that made it."""
+    names: list[str] = []
+    pb.on_written = lambda t, n: names.append(threading.current_thread().name)
+    return names
+
+
+async def test_a_driven_device_plays_without_a_gap_from_the_drivers_thread(alsa: Path) -> None:
+    """Full duplex: a thread pumping every period writes the reply (the playback thread barely wakes),
+    and the tone plays whole and at its real length, with no underrun; when the driver releases it
+    mid-tone, the playback thread takes over with no gap either."""
+    out = alsa / "out.wav"
+    pb = AlsaPlayback(config(out, rate=48000, channels=2))
+    names = writer_threads(pb)
+    await pb.start()
+    try:
+        await wait_until(lambda: pb.state == "running", 2, "running")
+        frames = av_frames(sine(440, 1.6, 48000))
+        half = len(frames) // 2
+
+        async def feed(part: list[Any], t0: float) -> None:  # the call's frames, one per 20 ms
+            for k, frame in enumerate(part):
+                await asyncio.sleep(max(0.0, t0 + k * 0.02 - time.monotonic()))
+                pb.write_frame(frame)
+
+        with Driver(pb):
+            await asyncio.sleep(0.1)
+            t0 = time.monotonic()
+            await feed(frames[:half], t0)
+            driven = list(names)
+        await feed(frames[half:], t0 + half * 0.02)
+        await play_out(pb)
+        await asyncio.sleep(0.1)
+    finally:
+        await pb.stop()
+    stats = pb.stats
+    assert stats.underruns == 0 and stats.xruns == 0, stats
+    assert stats.driven_passes >= 40
+    # the driver wrote the driven half, but for the start (the playback thread is woken to start a device)
+    assert driven.count("driver") >= len(driven) - 4, driven
+    assert names[len(driven) + 3 :] and set(names[len(driven) + 3 :]) == {"alsa-playback:" + pb.cfg.device}
+    _, _, played = read_wav(out)
+    first, last = active_span(played[:, 0])
+    assert abs((last - first + 1) / 48000 - 1.6) < 0.005  # whole, and not stretched by a gap
+    loud = np.abs(played[first : last + 1, 0]) > 0
+    assert loud.mean() > 0.99  # no stretch of silence inside the tone
+
+
+async def test_a_flush_silences_a_driven_device_at_once(alsa: Path) -> None:
+    out = alsa / "out.wav"
+    pb = AlsaPlayback(config(out, rate=48000, channels=2, buffer_ms=3000))
+    await pb.start()
+    try:
+        await wait_until(lambda: pb.state == "running", 2, "running")
+        with Driver(pb):
+            for frame in av_frames(sine(1000, 2.0, 48000)):
+                pb.write_frame(frame)
+            await asyncio.sleep(0.3)
+            pb.flush()
+            t_flush = time.monotonic()
+            await wait_until(lambda: pb.buffered_s == 0, 1, "silence after the flush")
+            assert time.monotonic() - t_flush < 0.03  # the flush wakes the playback thread: no driver's turn
+            await asyncio.sleep(0.1)
+    finally:
+        await pb.stop()
+    assert max(pb.audible_writes) < t_flush
+    _, _, played = read_wav(out)
+    first, last = active_span(played[:, 0])
+    assert 0.25 < (last - first + 1) / 48000 < 0.4
+
+
+async def test_a_driven_device_starts_a_reply_without_waiting_for_the_next_read(alsa: Path) -> None:
+    """The start of a reply (the prebuffer queued at once) is the playback thread's, woken by the audio:
+    not left to the driver's next pass, up to a period later."""
+    pb = AlsaPlayback(config(alsa / "out.wav", rate=48000, channels=2), underrun_gap_ms=60)
+    starts: list[float] = []
+    pb.on_written = lambda t, n: starts.append(t)
+    delays = []
+    await pb.start()
+    try:
+        await wait_until(lambda: pb.state == "running", 2, "running")
+        with Driver(pb, period_s=0.02):
+            for k in range(8):
+                await asyncio.sleep(0.2 + 0.0025 * k)  # the device stopped; any phase against the driver
+                starts.clear()
+                t_push = time.monotonic()
+                for frame in av_frames(sine(700, 0.06, 48000)):
+                    pb.write_frame(frame)
+                await wait_until(lambda: bool(starts), 1, "the start")
+                delays.append(starts[0] - t_push)
+    finally:
+        await pb.stop()
+    # woken by the audio: about 1 ms here; left to the driver's next pass, 4 to 11 ms (median 8.6)
+    assert statistics.median(delays) < 0.005, delays
+
+
+async def test_a_driver_that_stalls_hands_the_device_back() -> None:
+    """A capture thread that stops pumping without a release (a read that hangs): the playback thread
+    looks again within DRIVEN_CHECK_S and plays the rest itself."""
+    pb, _ = gated_playback()
+    names = writer_threads(pb)
+    await pb.start()
+    try:
+        driver = Driver(pb, period_s=0.01)
+        driver.release_at_end = False
+        with driver:
+            pb.write_pcm(sine(1000, 1.0, 48000), 48000)
+            await asyncio.sleep(0.3)
+        stalled = len(names)
+        await wait_until(lambda: pb.buffered_s == 0, 2, "the rest played by the playback thread")
+    finally:
+        await pb.stop()
+    assert "driver" in names[:stalled]
+    assert names[stalled + 2 :] and set(names[stalled + 2 :]) == {"alsa-playback:hw:0"}
 
 
 async def test_write_error_reopens_and_xrun_is_counted() -> None:

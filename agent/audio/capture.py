@@ -19,6 +19,11 @@ read (`anchor + k * period`), so its time is still that of its own last sample. 
 a sleep at once (a call needs every period as it comes). The buffer asked for holds twice a burst, so a
 late wake-up does not overrun; a device that takes less is read every period.
 
+Full duplex in a call: a `duplex` partner (the playback, `AlsaPlayback.pump`) is pumped after each read
+while something on the loop subscribes, so the speaker is written in the same wake-up as the microphone
+is read; the partner is released when the subscribers go (the idle bursts could not pace a speaker) and
+when the reader stops.
+
 Errors never end the service: a failed open or read is logged (once per distinct message), the state
 becomes "error", the PCM is closed and reopened with exponential backoff, jitter and a cap, and the
 state goes back to "running" with the first block read.
@@ -57,7 +62,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import alsaaudio
 import numpy as np
@@ -67,6 +72,16 @@ from .alsa import Backoff, ErrorReporter, PcmFactory, RateLimitedCounter, State,
 from .frames import PcmBlock, blocks_per_chunk
 
 log = logging.getLogger(__name__)
+
+
+class DuplexPartner(Protocol):
+    """What the capture thread drives in a call: a device written in the same wake-up as each read."""
+
+    def pump(self) -> None:
+        """Do what is due now; called on the capture thread after each read. Must not block."""
+
+    def release(self) -> None:
+        """The reads stopped driving it: it paces itself again."""
 
 
 class SubscriptionClosed(Exception):
@@ -278,6 +293,8 @@ class AlsaCapture:
         #: Told (on the event loop) whenever the device's state changes: the owner of the device's state
         #: learns of a lost microphone when it happens, not by polling.
         self.on_state = on_state
+        #: Pumped after each read while a subscriber listens (full duplex, see the module docstring).
+        self.duplex: DuplexPartner | None = None
 
     @property
     def stats(self) -> CaptureStats:
@@ -393,11 +410,19 @@ class AlsaCapture:
         from it. Idle, reads come in bursts (see the module docstring). Reads that never block (a
         regular file or the `null` device) are paced to real time; a live device, whose clock drifts
         from ours, is never held back, since every read that waits re-anchors."""
+        burst = self._burst_for(pcm)
+        try:
+            self._reads(pcm, stop, burst)
+        finally:
+            if self.duplex is not None:
+                self.duplex.release()
+
+    def _reads(self, pcm: Any, stop: threading.Event, burst: int) -> None:
         anchor: float | None = None
         k = 0
         broken_pipes = 0
         warned = False
-        burst = self._burst_for(pcm)
+        driving = False  # the duplex partner was pumped after the last read
         while not stop.is_set():
             t_before = time.monotonic()
             try:
@@ -429,6 +454,12 @@ class AlsaCapture:
                 k += 1
             assert anchor is not None
             self._deliver_from_thread(self._make_block(data, min(t_end, anchor + k * self.period_s)), stop)
+            if self.duplex is not None and (driving or self.hub.subscribers):
+                driving = bool(self.hub.subscribers)
+                if driving:
+                    self.duplex.pump()
+                else:
+                    self.duplex.release()
             if waited:
                 if burst > 1 and self._seq % burst == 0:
                     self._idle_sleep(until=anchor + (burst - 0.5) * self.period_s)

@@ -42,6 +42,13 @@ sleeps while there is none.
   called from the thread with (that time, audio frames written) after each write that carried audio.
   Both mean "handed to ALSA"; the device plays it about the write lead later.
 
+- Full duplex in a call: while a call listens to the microphone, the capture thread calls `pump()` after
+  each read and writes what is due, so one thread wake per period serves both devices (as JACK's and
+  PortAudio's duplex streams do); the playback thread then only wakes for a flush, a start, or to look
+  every `DRIVEN_CHECK_S` whether the capture thread still drives. A driven pass fills the device half a
+  period further than the lead, since the next one may be a whole period away. When the call ends the
+  capture thread calls `release()`, and this thread paces the device again.
+
 Errors never end the service: a failed open or write is logged once per distinct message, the state
 becomes "error", and the device is reopened with backoff; audio keeps queueing (bounded) meanwhile.
 `stop()` drops what is queued and closes promptly (no drain).
@@ -59,7 +66,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import alsaaudio
@@ -75,6 +82,34 @@ log = logging.getLogger(__name__)
 
 #: While idle the thread blocks until audio is queued; it also looks again this often (a safety net).
 IDLE_CHECK_S = 5.0
+#: While the capture thread drives the device (`AlsaPlayback.pump`), the playback thread looks this often
+#: whether it still does (a safety net: `release()` wakes it when the driving ends).
+DRIVEN_CHECK_S = 0.1
+#: A `pump` counts as driving for this many periods: a capture thread that stalls longer hands the
+#: device back to the playback thread at its next look.
+DRIVEN_FOR_PERIODS = 3
+
+
+class _LeadWait(float):
+    """A wait because the write lead is full (what a driving capture thread takes over)."""
+
+
+@dataclass
+class _Device:
+    """The open playback PCM and what the passes over it keep (under `AlsaPlayback._step_lock`)."""
+
+    pcm: Any
+    buffer_frames: int
+    sched: float = field(default_factory=time.monotonic)  # when the next frame written will play
+    active: bool = False  # the device was started by a write and not stopped since
+    worked: bool = False  # a write succeeded on this open
+    error: BaseException | None = None  # a write from the capture thread failed
+    _silence: np.ndarray | None = None
+
+    def silence(self, frames: int, channels: int) -> np.ndarray:
+        if self._silence is None:
+            self._silence = np.zeros((frames, channels), np.int16)
+        return self._silence
 
 
 @dataclass
@@ -94,6 +129,8 @@ class PlaybackStats:
     """Silent frames dropped to bring the latency back under `max_latency_ms`."""
     flushed_ms: float = 0.0
     """Audio dropped by flush()."""
+    driven_passes: int = 0
+    """Passes over the device made by the capture thread (`pump`, full duplex in a call)."""
     reopen_count: int = 0
     last_error: str | None = None
 
@@ -237,7 +274,10 @@ class AlsaPlayback:
         self._writes: deque[tuple[int, float]] = deque(maxlen=4096)  # (end position, time) of audio writes
         self._writes_lock = threading.Lock()
         self._idle = False  # the thread sleeps until audio is queued
-        # Owned by the thread:
+        self._step_lock = threading.Lock()  # one pass over the device at a time (see pump)
+        self._dev: _Device | None = None  # the open device, while the thread's loop runs
+        self._driven_until = 0.0  # the capture thread drives the device until then (see pump)
+        # Owned by whoever holds _step_lock (the thread, or the capture thread in pump):
         self._playing = False
         self._dry_since: float | None = None
         self._audio_until = 0.0  # monotonic time when the audio handed to ALSA so far ends
@@ -315,7 +355,8 @@ class AlsaPlayback:
 
     def _push(self, interleaved: np.ndarray) -> None:
         dropped = self._buf.push(interleaved)
-        if self._idle:  # the thread sleeps until audio comes (checked after the push: no lost wake-up)
+        # The thread sleeps until audio comes, or a start waits (checked after the push: no lost wake-up).
+        if self._idle or not self._playing:
             self._wake.set()
         if dropped:
             self._add("dropped_ms", dropped * 1000 / self.rate)
@@ -415,73 +456,122 @@ class AlsaPlayback:
             pcm.close()
 
     def _play_loop(self, pcm: Any, stop: threading.Event) -> None:
-        buffer_frames = int(pcm.info().get("buffer_size", 0)) if hasattr(pcm, "info") else 0
-        silence = np.zeros((self.period_frames, self.channels), np.int16)
-        sched = time.monotonic()  # when the next frame written will play
-        active = False  # the device was started by a write and not stopped since
-        worked = False  # a write succeeded on this open
+        dev = _Device(pcm, int(pcm.info().get("buffer_size", 0)) if hasattr(pcm, "info") else 0)
         if self._stats.state == "error":
             log.info("playback device %r is open again", self.cfg.device)
         self._update(state="running")
-        while not stop.is_set():
+        with self._step_lock:
+            self._dev = dev
+        try:
+            while not stop.is_set():
+                if dev.error is not None:  # a write from the capture thread failed: reopen here
+                    raise dev.error
+                with self._step_lock:
+                    wait = self._step(dev, driven=False)
+                if wait is None:
+                    self._sleep_until_audio(stop)
+                elif isinstance(wait, _LeadWait) and self._leave_to_driver():
+                    self._sleep_while_driven(stop, dev)
+                else:
+                    self._wake.wait(wait)
+                    self._wake.clear()
+        finally:
+            with self._step_lock:
+                self._dev = None
+
+    def pump(self) -> None:
+        """Full duplex: the capture thread calls this after each read while a call listens, and writes
+        what is due then, so this thread need not wake every period too (one thread wake per 20 ms for
+        both devices instead of two). Never blocks on the playback thread: if that one is in a pass
+        (a flush), this read's turn is skipped. A device error here is handed to the playback thread,
+        which reopens the device as it would for its own."""
+        self._driven_until = time.monotonic() + DRIVEN_FOR_PERIODS * self.period_s
+        if not self._step_lock.acquire(blocking=False):
+            return
+        dev = self._dev
+        try:
+            if dev is not None and dev.error is None and not self._stop.is_set():
+                self._step(dev, driven=True)
+                self._add("driven_passes", 1)
+        except Exception as exc:
+            if dev is not None:
+                dev.error = exc
+            self._driven_until = 0.0
+            self._wake.set()
+        finally:
+            self._step_lock.release()
+
+    def release(self) -> None:
+        """The capture thread stops calling `pump` (the call ended, or capture stopped): this thread
+        paces the device on its own again, from now."""
+        if self._driven_until:
+            self._driven_until = 0.0
+            self._wake.set()
+
+    def _step(self, dev: _Device, *, driven: bool) -> float | None:
+        """One pass over the device, under `_step_lock`: apply a flush, then write every period that is
+        due. Returns how long until the next pass is due (a `_LeadWait` when the write lead is full), or
+        None when the device is stopped and nothing is queued (sleep until audio comes).
+
+        `driven` (a pass from `pump`, which comes once a capture period): the next pass may be a whole
+        period away, so the device is filled half a period further than the lead, and the rest of a
+        period is waited for only when the device holds enough to wait a whole period more."""
+        top = self._lead_s + (self.period_s / 2 if driven else 0.0)
+        patience = self.period_s / 2 + (self.period_s if driven else 0.0)
+        while True:
             if self._flush_req.is_set():
                 self._flush_req.clear()
                 self._playing, self._dry_since = False, None
                 if self._audio_until > time.monotonic():
-                    pcm.drop()  # the next write prepares the PCM again
-                    active = False
-                    sched = self._audio_until = time.monotonic()
+                    dev.pcm.drop()  # the next write prepares the PCM again
+                    dev.active = False
+                    dev.sched = self._audio_until = time.monotonic()
             now = time.monotonic()
-            if not self._playing and not self._buf.frames and not self._tail(active, now):
-                if active:
-                    pcm.drop()  # stop the device: it gets nothing until there is audio again
-                    active = False
-                self._sleep_until_audio(stop)
-                sched = time.monotonic()
-                continue
-            sched = max(sched, now)
-            ahead = sched - now
-            if ahead > self._lead_s:
-                self._wake.wait(min(ahead - self._lead_s, self.period_s))
-                self._wake.clear()
-                continue
-            chunk, start_pos, n_audio = self._next_period(now, may_wait=ahead > self.period_s / 2, running=active)
-            if chunk is None or not (n_audio or active):  # the rest of a period, or the prebuffer, to come
-                self._wake.wait(self.period_s / 4)
-                self._wake.clear()
-                continue
+            if not self._playing and not self._buf.frames and not self._tail(dev.active, now):
+                if dev.active:
+                    dev.pcm.drop()  # stop the device: it gets nothing until there is audio again
+                    dev.active = False
+                self._dry_since = None  # whatever comes next is a new start, not an underrun
+                return None
+            dev.sched = max(dev.sched, now)
+            ahead = dev.sched - now
+            if ahead > top:
+                return _LeadWait(min(ahead - top, self.period_s))
+            chunk, start_pos, n_audio = self._next_period(now, may_wait=ahead > patience, running=dev.active)
+            if chunk is None or not (n_audio or dev.active):  # the rest of a period, or the prebuffer, to come
+                return self.period_s / 4
             if self._flush_req.is_set():  # a barge-in came after the take: this period is the reply's too
                 continue
             if n_audio:
                 chunk = self._scaled(chunk)
             elif not len(chunk):
-                chunk = silence
-            res = pcm.write(chunk.tobytes())
+                chunk = dev.silence(self.period_frames, self.channels)
+            res = dev.pcm.write(chunk.tobytes())
             t = time.monotonic()
-            # a flush during the write: the top of the loop drops this audio from the device at once
+            # a flush during the write: the next turn of the loop drops this audio from the device at once
             flushed = self._flush_req.is_set()
-            active = True
+            dev.active = True
             if res < 0:
                 if res != -errno.EPIPE:
                     raise alsaaudio.ALSAAudioError(f"write returned {res}")
                 self._add("xruns", 1)
                 self._xruns.hit()
-                sched = t
+                dev.sched = t
                 continue
-            if not worked:
-                worked = True
+            if not dev.worked:
+                dev.worked = True
                 self._backoff.reset()
                 self._errors.clear()
             self._add("written_frames", res)
-            sched += res / self.rate
-            if buffer_frames:
-                avail = pcm.avail()
-                if 0 <= avail < buffer_frames:  # the device tells how much it holds: trust it
-                    sched = t + (buffer_frames - avail) / self.rate
+            dev.sched += res / self.rate
+            if dev.buffer_frames:
+                avail = dev.pcm.avail()
+                if 0 <= avail < dev.buffer_frames:  # the device tells how much it holds: trust it
+                    dev.sched = t + (dev.buffer_frames - avail) / self.rate
             if n_audio and flushed:  # never heard: not an audible write, not the reply reaching ALSA
-                self._audio_until = sched  # what tells the flush, next, that the device holds audio to drop
+                self._audio_until = dev.sched  # what tells the flush, next, that the device holds audio to drop
             elif n_audio:
-                self._audio_until = sched
+                self._audio_until = dev.sched
                 if is_audible(chunk):
                     self.last_audible_t = t
                     self.audible_writes.append(t)
@@ -503,13 +593,31 @@ class AlsaPlayback:
         recently_dry = self._dry_since is not None and now - self._dry_since <= self._underrun_gap_s
         return self._audio_until > now or recently_dry
 
+    def _leave_to_driver(self) -> bool:
+        """Whether the capture thread drives the device, and nothing waits to start (a start is not left
+        to the next read)."""
+        return time.monotonic() < self._driven_until and (self._playing or not self._buf.frames)
+
+    def _sleep_while_driven(self, stop: threading.Event, dev: _Device) -> None:
+        """While the capture thread writes what is due (`pump`): block until a flush, `stop`, a failed
+        driven write, audio to start the device with, or the end of the driving, looking every
+        DRIVEN_CHECK_S whether it stalled."""
+        while self._leave_to_driver() and dev.error is None:
+            if stop.is_set() or self._flush_req.is_set():
+                return
+            self._wake.wait(DRIVEN_CHECK_S)
+            self._wake.clear()
+
+    def _driven_write_failed(self) -> bool:
+        dev = self._dev
+        return dev is not None and dev.error is not None
+
     def _sleep_until_audio(self, stop: threading.Event) -> None:
         """Block until audio is queued, a flush or `stop` (nothing is written meanwhile)."""
-        self._dry_since = None  # whatever comes next is a new start, not an underrun
         self._idle = True
         self._wake.clear()
         try:
-            while not (self._buf.frames or stop.is_set() or self._flush_req.is_set()):
+            while not (self._buf.frames or stop.is_set() or self._flush_req.is_set() or self._driven_write_failed()):
                 self._wake.wait(IDLE_CHECK_S)
                 self._wake.clear()
         finally:
