@@ -7,6 +7,7 @@ time. Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import threading
 import time
@@ -118,24 +119,28 @@ async def test_earcon_pcm_is_resampled_without_losing_level(alsa: Path) -> None:
     assert abs(np.abs(tone[:, 0]).max() - 12000) < 200
 
 
-async def test_flush_drops_queued_audio_promptly(alsa: Path) -> None:
+@pytest.mark.parametrize("driven", [False, True], ids=["self-paced", "driven"])
+async def test_flush_drops_queued_audio_promptly(alsa: Path, driven: bool) -> None:
+    """Driven too (full duplex): the flush wakes the playback thread, it does not wait for a pump."""
     out = alsa / "out.wav"
     pb = AlsaPlayback(config(out, rate=48000, channels=2, buffer_ms=3000))
     await pb.start()
     try:
         await wait_until(lambda: pb.state == "running", 2, "running")
-        for frame in av_frames(sine(1000, 2.0, 48000)):
-            pb.write_frame(frame)
-        await asyncio.sleep(0.3)
-        dropped_ms = pb.flush()
-        t_flush = time.monotonic()
-        await wait_until(lambda: pb.buffered_s == 0, 1, "silence after the flush")
-        assert time.monotonic() - t_flush < 0.03  # within about a period
-        await asyncio.sleep(0.1)
+        with Driver(pb) if driven else contextlib.nullcontext():
+            for frame in av_frames(sine(1000, 2.0, 48000)):
+                pb.write_frame(frame)
+            await asyncio.sleep(0.3)
+            dropped_ms = pb.flush()
+            t_flush = time.monotonic()
+            await wait_until(lambda: pb.buffered_s == 0, 1, "silence after the flush")
+            assert time.monotonic() - t_flush < 0.03  # within about a period
+            await asyncio.sleep(0.1)
     finally:
         await pb.stop()
     assert 1550 < dropped_ms < 1750
     assert pb.stats.flushed_ms == dropped_ms
+    assert max(pb.audible_writes) < t_flush
     _, _, frames = read_wav(out)
     first, last = active_span(frames[:, 0])
     played_s = (last - first + 1) / 48000
@@ -406,29 +411,6 @@ async def test_a_driven_device_plays_without_a_gap_from_the_drivers_thread(alsa:
     assert abs((last - first + 1) / 48000 - 1.6) < 0.005  # whole, and not stretched by a gap
     loud = np.abs(played[first : last + 1, 0]) > 0
     assert loud.mean() > 0.99  # no stretch of silence inside the tone
-
-
-async def test_a_flush_silences_a_driven_device_at_once(alsa: Path) -> None:
-    out = alsa / "out.wav"
-    pb = AlsaPlayback(config(out, rate=48000, channels=2, buffer_ms=3000))
-    await pb.start()
-    try:
-        await wait_until(lambda: pb.state == "running", 2, "running")
-        with Driver(pb):
-            for frame in av_frames(sine(1000, 2.0, 48000)):
-                pb.write_frame(frame)
-            await asyncio.sleep(0.3)
-            pb.flush()
-            t_flush = time.monotonic()
-            await wait_until(lambda: pb.buffered_s == 0, 1, "silence after the flush")
-            assert time.monotonic() - t_flush < 0.03  # the flush wakes the playback thread: no driver's turn
-            await asyncio.sleep(0.1)
-    finally:
-        await pb.stop()
-    assert max(pb.audible_writes) < t_flush
-    _, _, played = read_wav(out)
-    first, last = active_span(played[:, 0])
-    assert 0.25 < (last - first + 1) / 48000 < 0.4
 
 
 async def test_a_driven_device_starts_a_reply_without_waiting_for_the_next_read(alsa: Path) -> None:
