@@ -438,6 +438,32 @@ async def test_a_driven_device_starts_a_reply_without_waiting_for_the_next_read(
     assert statistics.median(delays) < 0.005, delays
 
 
+@pytest.mark.parametrize("phase_ms", [0.0, 2.5, 5.0, 15.0])
+async def test_a_driven_device_waits_for_a_late_frame_as_long_as_a_self_paced_one(alsa: Path, phase_ms: float) -> None:
+    """Three frames 25 ms late mid-reply: the self-paced thread waits for them (it pads only when the
+    device is down to half a period), and a driven device must too, whatever the phase of the reads
+    against the frames. A driven pass that padded once the device held less than a pass's wait and a
+    half underran here at 6 of 8 phases."""
+    pb = AlsaPlayback(config(alsa / "out.wav", rate=48000, channels=2))
+    frames = av_frames(sine(500, 0.8, 48000))
+    await pb.start()
+    try:
+        await wait_until(lambda: pb.state == "running", 2, "running")
+        driver = Driver(pb)
+        with driver:
+            await asyncio.sleep(0.1)
+            base = time.monotonic() + phase_ms / 1000
+            for k, frame in enumerate(frames):
+                late = 0.025 if k in (15, 16, 17) else 0.0
+                await asyncio.sleep(max(0.0, base + k * 0.02 + late - time.monotonic()))
+                pb.write_frame(frame)
+            await play_out(pb)
+    finally:
+        await pb.stop()
+    assert pb.stats.underruns == 0 and pb.stats.xruns == 0, pb.stats
+    assert pb.stats.driven_passes >= 30
+
+
 async def test_a_driver_that_stalls_hands_the_device_back() -> None:
     """A capture thread that stops pumping without a release (a read that hangs): the playback thread
     looks again within DRIVEN_CHECK_S and plays the rest itself."""
@@ -566,12 +592,15 @@ def test_same_rate_frames_take_the_numpy_path_and_match_libswresample() -> None:
     assert abs(n - (10 * 960 + 960)) <= 64
 
 
-@pytest.mark.parametrize("jitter_ms", [0.0, 8.0])
-async def test_a_reply_arriving_in_real_time_plays_without_a_gap(alsa: Path, jitter_ms: float) -> None:
+@pytest.mark.parametrize("driven", [False, True], ids=["self-paced", "driven"])
+@pytest.mark.parametrize("jitter_ms", [0.0, 8.0, 25.0])
+async def test_a_reply_arriving_in_real_time_plays_without_a_gap(alsa: Path, jitter_ms: float, driven: bool) -> None:
     """A reply's frames arrive one per 20 ms (as aiortc hands them out, give or take the network's
     jitter) at a speaker that was stopped: the device must start with enough queued that the second
     frame is there before it is needed. Otherwise a period of silence goes in after the first frame of
-    every reply: an audible gap, and the rest of the reply a period later (an underrun each reply)."""
+    every reply: an audible gap, and the rest of the reply a period later (an underrun each reply).
+    Driven (full duplex) as well: a pass that finds a frame late leaves the wait to the playback
+    thread, which pads only when the device is down to half a period, so 25 ms late is still in time."""
     out = alsa / "out.wav"
     pb = AlsaPlayback(config(out, rate=48000, channels=1))
     frames = av_frames(sine(500, 1.0, 48000, amplitude=10000))
@@ -579,13 +608,14 @@ async def test_a_reply_arriving_in_real_time_plays_without_a_gap(alsa: Path, jit
     await pb.start()
     try:
         await wait_until(lambda: pb.state == "running", 2, "running")
-        await asyncio.sleep(0.2)  # idle: the device is stopped
-        t0 = time.monotonic()
-        for k, frame in enumerate(frames):
-            due = t0 + k * 0.02 + rng.uniform(0, jitter_ms) / 1000
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            pb.write_frame(frame)
-        await play_out(pb)
+        with Driver(pb) if driven else contextlib.nullcontext():
+            await asyncio.sleep(0.2)  # idle: the device is stopped
+            t0 = time.monotonic()
+            for k, frame in enumerate(frames):
+                due = t0 + k * 0.02 + rng.uniform(0, jitter_ms) / 1000
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                pb.write_frame(frame)
+            await play_out(pb)
     finally:
         await pb.stop()
     assert pb.stats.underruns == 0 and pb.stats.xruns == 0

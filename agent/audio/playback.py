@@ -45,9 +45,10 @@ sleeps while there is none.
 - Full duplex in a call: while a call listens to the microphone, the capture thread calls `pump()` after
   each read and writes what is due, so one thread wake per period serves both devices (as JACK's and
   PortAudio's duplex streams do); the playback thread then only wakes for a flush, a start, or to look
-  every `DRIVEN_CHECK_S` whether the capture thread still drives. A driven pass fills the device half a
-  period further than the lead, since the next one may be a whole period away. When the call ends the
-  capture thread calls `release()`, and this thread paces the device again.
+  every `DRIVEN_CHECK_S` whether the capture thread still drives, and waits for a late frame itself
+  (see `_step`). When the call ends the capture thread calls `release()`, and this thread paces the
+  device again. The cost: a frame that arrives between two reads waits for the next one, about half a
+  period on average (`bench audio`'s downlink figure), for one thread wake fewer per period.
 
 Errors never end the service: a failed open or write is logged once per distinct message, the state
 becomes "error", and the device is reopened with backoff; audio keeps queueing (bounded) meanwhile.
@@ -280,6 +281,7 @@ class AlsaPlayback:
         # Owned by whoever holds _step_lock (the thread, or the capture thread in pump):
         self._playing = False
         self._dry_since: float | None = None
+        self._short = False  # a driven pass found less than a period while playing (see _step)
         self._audio_until = 0.0  # monotonic time when the audio handed to ALSA so far ends
         #: Monotonic time of the last write that carried audible sound (see frames.AUDIBLE): for
         #: measuring how fast a barge-in silences the speaker, and for wake word echo suppression.
@@ -493,6 +495,8 @@ class AlsaPlayback:
             if dev is not None and dev.error is None and not self._stop.is_set():
                 self._step(dev, driven=True)
                 self._add("driven_passes", 1)
+                if self._short:
+                    self._wake.set()
         except Exception as exc:
             if dev is not None:
                 dev.error = exc
@@ -513,15 +517,17 @@ class AlsaPlayback:
         due. Returns how long until the next pass is due (a `_LeadWait` when the write lead is full), or
         None when the device is stopped and nothing is queued (sleep until audio comes).
 
-        `driven` (a pass from `pump`, which comes once a capture period): the next pass may be a whole
-        period away, so the device is filled half a period further than the lead, and the rest of a
-        period is waited for only when the device holds enough to wait a whole period more."""
-        top = self._lead_s + (self.period_s / 2 if driven else 0.0)
-        patience = self.period_s / 2 + (self.period_s if driven else 0.0)
+        `driven` (a pass from `pump`, which comes once a capture period): it fills the device to the
+        same lead (so the device holds at least a period when the next pass comes), and never pads a
+        late frame with silence: while the device holds enough to wait for the next pass it leaves the
+        rest of the period to that pass, and then it marks the buffer `_short`, which hands the wait to
+        the playback thread (it looks every quarter period, and pads only when the device is down to
+        half a period, as it always did)."""
+        top = self._lead_s
         while True:
             if self._flush_req.is_set():
                 self._flush_req.clear()
-                self._playing, self._dry_since = False, None
+                self._playing, self._dry_since, self._short = False, None, False
                 if self._audio_until > time.monotonic():
                     dev.pcm.drop()  # the next write prepares the PCM again
                     dev.active = False
@@ -537,9 +543,13 @@ class AlsaPlayback:
             ahead = dev.sched - now
             if ahead > top:
                 return _LeadWait(min(ahead - top, self.period_s))
-            chunk, start_pos, n_audio = self._next_period(now, may_wait=ahead > patience, running=dev.active)
+            may_wait = driven or ahead > self.period_s / 2
+            chunk, start_pos, n_audio = self._next_period(now, may_wait=may_wait, running=dev.active)
             if chunk is None or not (n_audio or dev.active):  # the rest of a period, or the prebuffer, to come
+                if driven and chunk is None and ahead <= 1.5 * self.period_s:
+                    self._short = True  # a late frame: the playback thread waits for it from here
                 return self.period_s / 4
+            self._short = False
             if self._flush_req.is_set():  # a barge-in came after the take: this period is the reply's too
                 continue
             if n_audio:
@@ -594,9 +604,13 @@ class AlsaPlayback:
         return self._audio_until > now or recently_dry
 
     def _leave_to_driver(self) -> bool:
-        """Whether the capture thread drives the device, and nothing waits to start (a start is not left
-        to the next read)."""
-        return time.monotonic() < self._driven_until and (self._playing or not self._buf.frames)
+        """Whether the capture thread drives the device, and neither a start nor a late frame waits (the
+        playback thread waits for those itself, a quarter period at a time, not a whole one)."""
+        return (
+            time.monotonic() < self._driven_until
+            and not self._short
+            and (self._playing or not self._buf.frames)
+        )
 
     def _sleep_while_driven(self, stop: threading.Event, dev: _Device) -> None:
         """While the capture thread writes what is due (`pump`): block until a flush, `stop`, a failed
