@@ -138,9 +138,10 @@ class FakePcm:
 class FakePcmFactory:
     """Returns scripted FakePcms in turn (an exception in the list makes that open fail)."""
 
-    def __init__(self, opens: list[Any], period_s: float) -> None:
+    def __init__(self, opens: list[Any], period_s: float, pcm_type: type[FakePcm] | None = None) -> None:
         self._opens = list(opens)
         self._period_s = period_s
+        self._pcm_type = pcm_type or FakePcm  # what the opens that are not probes return
         self.opened: list[FakePcm] = []
 
     def __call__(self, **kw: Any) -> FakePcm:
@@ -160,9 +161,10 @@ class FakePcmFactory:
             "period_size": kw["periodsize"],
             "buffer_size": kw["periodsize"] * kw.get("periods", 4),
         }
-        pcm = FakePcm(item, self._period_s, info)
-        if not probe:
-            self.opened.append(pcm)
+        if probe:
+            return FakePcm(item, self._period_s, info)
+        pcm = self._pcm_type(item, self._period_s, info)
+        self.opened.append(pcm)
         return pcm
 
 

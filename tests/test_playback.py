@@ -252,8 +252,8 @@ class GatedPcm(FakePcm):
     """A device whose writes can be held (a barge-in lands while a period is in the write), and which
     logs what it is told: ("write", time, audible) and ("drop", time)."""
 
-    def __init__(self, info: dict[str, Any]) -> None:
-        super().__init__([], 0.0, info)
+    def __init__(self, script: list[Any], period_s: float, info: dict[str, Any]) -> None:
+        super().__init__(script, period_s, info)
         self.gate = threading.Event()
         self.gate.set()
         self.in_write = threading.Event()
@@ -272,18 +272,9 @@ class GatedPcm(FakePcm):
 
 
 def gated_playback() -> tuple[AlsaPlayback, list[GatedPcm]]:
-    opened: list[GatedPcm] = []
-
-    def factory(**kw: Any) -> FakePcm:
-        info = {"rate": kw["rate"], "channels": kw["channels"], "format": kw["format"], "format_name": "S16_LE",
-                "period_size": kw["periodsize"], "buffer_size": kw["periodsize"] * kw.get("periods", 4)}  # fmt: skip
-        if kw.get("mode") == alsaaudio.PCM_NONBLOCK:  # open_pcm's busy probe
-            return FakePcm([], 0.0, info)
-        opened.append(GatedPcm(info))
-        return opened[-1]
-
+    factory = FakePcmFactory([], period_s=0.0, pcm_type=GatedPcm)
     cfg = PlaybackConfig(device="hw:0", rate=48000, channels=2, period_ms=10)
-    return AlsaPlayback(cfg, pcm_factory=factory), opened
+    return AlsaPlayback(cfg, pcm_factory=factory), factory.opened  # type: ignore[return-value]
 
 
 async def test_a_flush_during_a_write_drops_it_from_the_device_and_it_never_counts_as_heard() -> None:
