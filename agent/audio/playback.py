@@ -101,16 +101,11 @@ class _Device:
 
     pcm: Any
     buffer_frames: int
+    silence: np.ndarray  # a period of it, written while the device plays out or waits mid-answer
     sched: float = field(default_factory=time.monotonic)  # when the next frame written will play
     active: bool = False  # the device was started by a write and not stopped since
     worked: bool = False  # a write succeeded on this open
     error: BaseException | None = None  # a write from the capture thread failed
-    _silence: np.ndarray | None = None
-
-    def silence(self, frames: int, channels: int) -> np.ndarray:
-        if self._silence is None:
-            self._silence = np.zeros((frames, channels), np.int16)
-        return self._silence
 
 
 @dataclass
@@ -458,7 +453,8 @@ class AlsaPlayback:
             pcm.close()
 
     def _play_loop(self, pcm: Any, stop: threading.Event) -> None:
-        dev = _Device(pcm, int(pcm.info().get("buffer_size", 0)) if hasattr(pcm, "info") else 0)
+        buffer_frames = int(pcm.info().get("buffer_size", 0)) if hasattr(pcm, "info") else 0
+        dev = _Device(pcm, buffer_frames, np.zeros((self.period_frames, self.channels), np.int16))
         if self._stats.state == "error":
             log.info("playback device %r is open again", self.cfg.device)
         self._update(state="running")
@@ -471,7 +467,7 @@ class AlsaPlayback:
                 with self._step_lock:
                     wait = self._step(dev, driven=False)
                 if wait is None:
-                    self._sleep_until_audio(stop)
+                    self._sleep_until_audio(stop, dev)
                 elif isinstance(wait, _LeadWait) and self._leave_to_driver():
                     self._sleep_while_driven(stop, dev)
                 else:
@@ -555,7 +551,7 @@ class AlsaPlayback:
             if n_audio:
                 chunk = self._scaled(chunk)
             elif not len(chunk):
-                chunk = dev.silence(self.period_frames, self.channels)
+                chunk = dev.silence
             res = dev.pcm.write(chunk.tobytes())
             t = time.monotonic()
             # a flush during the write: the next turn of the loop drops this audio from the device at once
@@ -622,16 +618,13 @@ class AlsaPlayback:
             self._wake.wait(DRIVEN_CHECK_S)
             self._wake.clear()
 
-    def _driven_write_failed(self) -> bool:
-        dev = self._dev
-        return dev is not None and dev.error is not None
-
-    def _sleep_until_audio(self, stop: threading.Event) -> None:
-        """Block until audio is queued, a flush or `stop` (nothing is written meanwhile)."""
+    def _sleep_until_audio(self, stop: threading.Event, dev: _Device) -> None:
+        """Block until audio is queued, a flush, `stop` or a failed driven write (nothing is written
+        meanwhile)."""
         self._idle = True
         self._wake.clear()
         try:
-            while not (self._buf.frames or stop.is_set() or self._flush_req.is_set() or self._driven_write_failed()):
+            while not (self._buf.frames or stop.is_set() or self._flush_req.is_set() or dev.error is not None):
                 self._wake.wait(IDLE_CHECK_S)
                 self._wake.clear()
         finally:
