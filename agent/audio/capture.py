@@ -453,9 +453,10 @@ class AlsaCapture:
             else:
                 k += 1
             assert anchor is not None
-            self._deliver_from_thread(self._make_block(data, min(t_end, anchor + k * self.period_s)), stop)
-            if self.duplex is not None and (driving or self.hub.subscribers):
-                driving = bool(self.hub.subscribers)
+            block = self._make_block(data, min(t_end, anchor + k * self.period_s))
+            subscribed = self._deliver_from_thread(block, stop)
+            if self.duplex is not None and (driving or subscribed):
+                driving = subscribed
                 if driving:
                     self.duplex.pump()
                 else:
@@ -510,7 +511,9 @@ class AlsaCapture:
         self._seq += 1
         return PcmBlock(samples=mono, rate=self.rate, t_end=t_end, seq=self._seq)
 
-    def _deliver_from_thread(self, block: PcmBlock, stop: threading.Event) -> None:
+    def _deliver_from_thread(self, block: PcmBlock, stop: threading.Event) -> bool:
+        """To the taps, and to the loop while something there subscribes (or READY's first block is to
+        go); returns whether something subscribes."""
         with self._lock:
             self._stats.blocks += 1
             recovered = self._stats.state != "running"
@@ -528,16 +531,18 @@ class AlsaCapture:
                     tap(block)
                 except Exception:  # a consumer's bug must not stop the microphone
                     log.exception("capture tap %r failed", tap)
-            to_loop = bool(self.hub.subscribers) or not self._ready_sent
+            subscribed = bool(self.hub.subscribers)
+            to_loop = subscribed or not self._ready_sent
             self._ready_sent = True
         if not to_loop:
-            return
+            return subscribed
         self._count("to_loop")
         assert self._loop is not None
         try:
             self._loop.call_soon_threadsafe(self._deliver, block, stop)
         except RuntimeError:  # the loop is closed: nobody left to read
             stop.set()
+        return subscribed
 
     def _deliver(self, block: PcmBlock, stop: threading.Event) -> None:
         """On the event loop."""
