@@ -123,7 +123,12 @@ class WakeListener:
         self._reset.set()
 
     def tap(self, block: PcmBlock) -> None:
-        """The capture thread's hand-over: never blocks; a full queue loses its oldest batch."""
+        """The capture thread's hand-over: never blocks; a full queue loses its oldest batch. While no
+        detector may hear (in a call, muted, blocked) nothing is handed over and this thread sleeps: it
+        would drop each block (`_listen`), but only after a wake-up 12.5 times a second."""
+        if not self._may_hear():
+            self._batch, self._batch_s = [], 0.0  # the next batch starts on a chunk's start again
+            return
         n = blocks_per_chunk(block.duration_s)
         if n is not None and not self._batch and (block.seq - 1) % n:
             return  # started mid-chunk (not with the capture): the first batch starts on a chunk's start
@@ -132,6 +137,14 @@ class WakeListener:
         if (block.seq % n == 0) if n is not None else (self._batch_s >= BATCH_S - 1e-6):
             batch, self._batch, self._batch_s = self._batch, [], 0.0
             self._put(batch)
+
+    def _may_hear(self) -> bool:
+        """Whether a block captured now may reach a detector: the state accepts a wake word, or the
+        stop word may stop a reply in this call (`_listen` decides again for each block)."""
+        snap = self.states.snapshot
+        if snap.accepts_trigger:
+            return True
+        return self.stop_detector is not None and self.stop_reply is not None and snap.in_call and not snap.muted
 
     def _put(self, item: list[PcmBlock] | None) -> None:
         while True:

@@ -9,7 +9,7 @@ import numpy as np
 
 from agent.audio.frames import PcmBlock
 from agent.listener import BATCH_S, WakeListener
-from agent.state import StateOwner
+from agent.state import Input, StateOwner
 
 
 class Recorder:
@@ -114,3 +114,33 @@ async def test_batches_end_where_the_captures_idle_bursts_do() -> None:
     finally:
         await listener.stop()
     assert rec.blocks == [5, 6, 7, 8]  # 3 and 4 end a chunk begun before the start; 9, 10 are half one
+
+
+async def test_nothing_is_handed_over_while_no_detector_may_hear() -> None:
+    """In a call (or muted) the wake word cannot fire: the tap hands nothing over, so the thread sleeps
+    instead of waking once a chunk to drop it; a batch cut short by the call is dropped, and listening
+    starts again on the next chunk's start."""
+    rec = Recorder()
+    listener = started_listener(rec)
+    states = listener.states
+    handed: list[object] = []
+    put = listener._put
+    listener._put = lambda item: (handed.append(item), put(item))  # type: ignore[method-assign]
+    try:
+        listener.tap(block(1))
+        listener.tap(block(2))
+        assert states.apply(Input.WAKE) and states.apply(Input.DIAL) and states.snapshot.in_call
+        for seq in range(3, 11):
+            listener.tap(block(seq))
+        assert states.apply(Input.HUNG_UP) and states.snapshot.accepts_trigger
+        for seq in range(11, 17):
+            listener.tap(block(seq))
+        await wait_fed(rec, 4)
+        assert states.apply(Input.MUTE) and not states.snapshot.accepts_trigger
+        for seq in range(17, 21):
+            listener.tap(block(seq))
+        await asyncio.sleep(0.05)
+    finally:
+        await listener.stop()
+    assert rec.blocks == [13, 14, 15, 16]
+    assert len(handed) == 2 and handed[-1] is None  # one batch, then stop()'s end mark
