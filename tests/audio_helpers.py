@@ -120,10 +120,10 @@ class FakePcm:
             return n, bytes(2 * n * self._info["channels"])
         return item
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | np.ndarray) -> int:
         item = self._next()
-        self.written.append(data)
-        return len(data) // (2 * self._info["channels"]) if item is None else item
+        self.written.append(bytes(data))  # alsaaudio takes any C-contiguous buffer, as AlsaPlayback gives
+        return len(self.written[-1]) // (2 * self._info["channels"]) if item is None else item
 
     def avail(self) -> int:
         return self._info["buffer_size"]

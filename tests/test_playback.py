@@ -119,6 +119,33 @@ async def test_earcon_pcm_is_resampled_without_losing_level(alsa: Path) -> None:
     assert abs(np.abs(tone[:, 0]).max() - 12000) < 200
 
 
+@pytest.mark.parametrize("volume", [1.0, 0.002])
+async def test_only_writes_that_carry_sound_count_as_audible(alsa: Path, volume: float) -> None:
+    """`audible_writes` and `last_audible_t` (the wake word's echo guard, the barge-in measurements) come
+    from what the producer found audible, frame by frame and earcon period by period, never from a
+    scan on the device's thread; a volume that makes the sound inaudible makes the writes so too."""
+    pb = AlsaPlayback(config(alsa / "out.wav", rate=48000, channels=2, volume=volume))
+    await pb.start()
+    try:
+        quiet = np.zeros(int(0.2 * 48000), np.int16)
+        for frame in av_frames(np.concatenate([quiet, sine(500, 0.2, 48000, amplitude=20000), quiet])):
+            pb.write_frame(frame)
+        await play_out(pb)
+        reply = sorted(pb.audible_writes)
+        pb.audible_writes.clear()
+        pb.write_pcm(np.concatenate([quiet[:9600], sine(800, 0.1, 48000, amplitude=12000), quiet[:9600]]), 48000)
+        await play_out(pb)
+        earcon = sorted(pb.audible_writes)
+    finally:
+        await pb.stop()
+    if volume < 1:
+        assert reply == [] and earcon == [] and pb.last_audible_t is None
+        return
+    assert len(reply) == 10 and len(earcon) == 5  # 200 ms and 100 ms of tone, 20 ms a write
+    assert reply[-1] - reply[0] == pytest.approx(0.18, abs=0.04)  # written at real time, not together
+    assert pb.last_audible_t == earcon[-1]
+
+
 @pytest.mark.parametrize("driven", [False, True], ids=["self-paced", "driven"])
 async def test_flush_drops_queued_audio_promptly(alsa: Path, driven: bool) -> None:
     """Driven too (full duplex): the flush wakes the playback thread, it does not wait for a pump."""
@@ -259,7 +286,7 @@ class GatedPcm(FakePcm):
         self.in_write = threading.Event()
         self.log: list[tuple[str, float, bool]] = []
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | np.ndarray) -> int:
         self.in_write.set()
         self.gate.wait(2.0)
         time.sleep(0.005)  # a device takes a moment per write
@@ -309,12 +336,12 @@ async def test_a_period_taken_just_before_a_flush_is_not_written() -> None:
     take = pb._buf.take
     taken: list[int] = []
 
-    def take_then_flush(n: int) -> tuple[np.ndarray, int]:
-        frames, start = take(n)
+    def take_then_flush(n: int) -> tuple[np.ndarray, int, bool]:
+        frames, start, audible = take(n)
         taken.append(len(frames))
         if len(taken) == 5:
             pb.flush()  # lands between this take and its write
-        return frames, start
+        return frames, start, audible
 
     pb._buf.take = take_then_flush  # type: ignore[method-assign]
     await pb.start()
@@ -549,14 +576,19 @@ async def test_nothing_is_written_while_nothing_plays(alsa: Path) -> None:
 
 def test_playout_buffer_positions() -> None:
     buf = PlayoutBuffer(channels=2, max_frames=10)
-    assert buf.push(np.arange(16, dtype=np.int16)) == 0  # 8 frames
-    assert buf.push(np.arange(8, dtype=np.int16)) == 2  # 12 > 10: the 2 oldest go
+    assert buf.push(np.arange(16, dtype=np.int16), audible=False) == 0  # 8 frames
+    assert buf.push(np.arange(8, dtype=np.int16), audible=True) == 2  # 12 > 10: the 2 oldest go
     assert (buf.head_pos, buf.end_pos, buf.frames) == (2, 12, 10)
-    frames, start = buf.take(4)
-    assert start == 2 and frames[:, 0].tolist() == [4, 6, 8, 10]
-    frames, start = buf.take(100)
-    assert start == 6 and len(frames) == 6 and buf.frames == 0
+    frames, start, audible = buf.take(4)
+    assert start == 2 and frames[:, 0].tolist() == [4, 6, 8, 10] and not audible
+    frames, start, audible = buf.take(100)  # the first chunk's last 2 frames, and the audible one
+    assert start == 6 and len(frames) == 6 and buf.frames == 0 and audible
+    assert frames.flags.c_contiguous
     assert buf.oldest_push_t is None
+    assert buf.push(np.arange(8, dtype=np.int16), audible=True) == 0
+    whole = buf._chunks[0][0]
+    frames, _, audible = buf.take(4)
+    assert frames is whole and audible  # a whole chunk is handed out as it is
 
 
 def test_same_rate_frames_take_the_numpy_path_and_match_libswresample() -> None:

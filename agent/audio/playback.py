@@ -137,12 +137,18 @@ class PlayoutBuffer:
     Positions count frames since creation: `end_pos` is where the next pushed frame goes, `head_pos` the
     first frame still buffered. Dropped frames advance `head_pos` without being played, which is what
     lets `AlsaPlayback.first_write_after` map a mark to a write.
+
+    Each pushed chunk carries whether it is audible (`frames.is_audible`, found once by the producer),
+    so the thread that writes never scans samples again: a numpy call on the device thread's path,
+    with its caches cold after each sleep, costs this machine about 100 µs, 50 times a second.
     """
 
     def __init__(self, channels: int, max_frames: int) -> None:
         self.channels = channels
         self.max_frames = max_frames
-        self._chunks: deque[np.ndarray] = deque()  # each (frames, channels)
+        self._chunks: deque[tuple[np.ndarray, bool]] = deque()  # each (frames, channels), audible
+        self.empty = np.zeros((0, channels), np.int16)  # what an empty take returns
+        self.empty.flags.writeable = False
         self._frames = 0
         self._lock = threading.Lock()
         self.head_pos = 0
@@ -153,15 +159,16 @@ class PlayoutBuffer:
     def frames(self) -> int:
         return self._frames
 
-    def push(self, interleaved: np.ndarray) -> int:
-        """Append frames; returns how many old frames were dropped to stay within the bound."""
+    def push(self, interleaved: np.ndarray, audible: bool) -> int:
+        """Append frames (C-contiguous int16), `audible` or not; returns how many old frames were
+        dropped to stay within the bound."""
         chunk = np.asarray(interleaved, dtype=np.int16).reshape(-1, self.channels)
         if not len(chunk):
             return 0
         with self._lock:
             if not self._frames:
                 self.oldest_push_t = time.monotonic()
-            self._chunks.append(chunk)
+            self._chunks.append((chunk, audible))
             self._frames += len(chunk)
             self.end_pos += len(chunk)
             excess = self._frames - self.max_frames
@@ -169,28 +176,34 @@ class PlayoutBuffer:
                 self._drop_head(excess)
             return max(0, excess)
 
-    def take(self, n: int) -> tuple[np.ndarray, int]:
-        """Up to `n` frames from the head, and the position of the first of them."""
+    def take(self, n: int) -> tuple[np.ndarray, int, bool]:
+        """Up to `n` frames from the head (C-contiguous), the position of the first of them, and whether
+        any chunk they came from is audible. A period that is one pushed frame (the call's 20 ms
+        frames, at the speaker's rate) is handed out as it is, with no copy."""
         with self._lock:
             start = self.head_pos
             parts: list[np.ndarray] = []
+            audible = False
             need = n
             while need and self._chunks:
-                head = self._chunks[0]
+                head, head_audible = self._chunks[0]
+                audible = audible or head_audible
                 if len(head) <= need:
-                    parts.append(self._chunks.popleft())
+                    self._chunks.popleft()
+                    parts.append(head)
                     need -= len(head)
                 else:
                     parts.append(head[:need])
-                    self._chunks[0] = head[need:]
+                    self._chunks[0] = (head[need:], head_audible)
                     need = 0
             got = n - need
             self._frames -= got
             self.head_pos += got
             if not self._frames:
                 self.oldest_push_t = None
-        out = np.concatenate(parts) if parts else np.zeros((0, self.channels), np.int16)
-        return out, start
+        if len(parts) == 1:
+            return parts[0], start, audible
+        return (np.concatenate(parts) if parts else self.empty), start, audible
 
     def clear(self) -> int:
         """Drop everything; returns how many frames."""
@@ -204,12 +217,12 @@ class PlayoutBuffer:
         self._frames -= n
         self.head_pos += n
         while n and self._chunks:
-            head = self._chunks[0]
+            head, audible = self._chunks[0]
             if len(head) <= n:
                 self._chunks.popleft()
                 n -= len(head)
             else:
-                self._chunks[0] = head[n:]
+                self._chunks[0] = (head[n:], audible)
                 n = 0
         if not self._frames:
             self.oldest_push_t = None
@@ -344,14 +357,18 @@ class AlsaPlayback:
         if not audible and self.buffered_s > self.max_latency_s:
             self._add("silence_dropped_ms", len(samples) / self.channels * 1000 / self.rate)
             return
-        self._push(samples)
+        self._push(samples, audible)
 
     def write_pcm(self, samples: np.ndarray, rate: int) -> None:
-        """Queue mono int16 samples at `rate` (an earcon)."""
-        self._push(convert_pcm(samples, rate, self.rate, self.channels))
+        """Queue mono int16 samples at `rate` (an earcon), a period at a time, each found audible or not."""
+        pcm = convert_pcm(samples, rate, self.rate, self.channels)
+        step = self.period_frames * self.channels
+        for i in range(0, len(pcm), step):
+            piece = pcm[i : i + step]
+            self._push(piece, is_audible(piece))
 
-    def _push(self, interleaved: np.ndarray) -> None:
-        dropped = self._buf.push(interleaved)
+    def _push(self, interleaved: np.ndarray, audible: bool) -> None:
+        dropped = self._buf.push(interleaved, audible)
         # The thread sleeps until audio comes, or a start waits (checked after the push: no lost wake-up).
         if self._idle or not self._playing:
             self._wake.set()
@@ -490,7 +507,7 @@ class AlsaPlayback:
         try:
             if dev is not None and dev.error is None and not self._stop.is_set():
                 self._step(dev, driven=True)
-                self._add("driven_passes", 1)
+                self._stats.driven_passes += 1  # only ever written here, under _step_lock
                 if self._short:
                     self._wake.set()
         except Exception as exc:
@@ -540,7 +557,7 @@ class AlsaPlayback:
             if ahead > top:
                 return _LeadWait(min(ahead - top, self.period_s))
             may_wait = driven or ahead > self.period_s / 2
-            chunk, start_pos, n_audio = self._next_period(now, may_wait=may_wait, running=dev.active)
+            chunk, start_pos, n_audio, audible = self._next_period(now, may_wait=may_wait, running=dev.active)
             if chunk is None or not (n_audio or dev.active):  # the rest of a period, or the prebuffer, to come
                 if driven and chunk is None and ahead <= 1.5 * self.period_s:
                     self._short = True  # a late frame: the playback thread waits for it from here
@@ -548,11 +565,12 @@ class AlsaPlayback:
             self._short = False
             if self._flush_req.is_set():  # a barge-in came after the take: this period is the reply's too
                 continue
-            if n_audio:
+            if n_audio and self._volume < 1.0:
                 chunk = self._scaled(chunk)
+                audible = audible and is_audible(chunk)  # a low volume may have made it quiet
             elif not len(chunk):
                 chunk = dev.silence
-            res = dev.pcm.write(chunk.tobytes())
+            res = dev.pcm.write(chunk)  # a C-contiguous array is a buffer: no copy to bytes
             t = time.monotonic()
             # a flush during the write: the next turn of the loop drops this audio from the device at once
             flushed = self._flush_req.is_set()
@@ -568,7 +586,10 @@ class AlsaPlayback:
                 dev.worked = True
                 self._backoff.reset()
                 self._errors.clear()
-            self._add("written_frames", res)
+            with self._lock:
+                self._stats.written_frames += res
+                if n_audio and not flushed:
+                    self._stats.audio_frames += n_audio
             dev.sched += res / self.rate
             if dev.buffer_frames:
                 avail = dev.pcm.avail()
@@ -578,10 +599,9 @@ class AlsaPlayback:
                 self._audio_until = dev.sched  # what tells the flush, next, that the device holds audio to drop
             elif n_audio:
                 self._audio_until = dev.sched
-                if is_audible(chunk):
+                if audible:
                     self.last_audible_t = t
                     self.audible_writes.append(t)
-                self._add("audio_frames", n_audio)
                 with self._writes_lock:
                     self._writes.append((start_pos + n_audio, t))
                 if self.on_written is not None:
@@ -630,21 +650,24 @@ class AlsaPlayback:
         finally:
             self._idle = False
 
-    def _next_period(self, now: float, *, may_wait: bool, running: bool) -> tuple[np.ndarray | None, int, int]:
-        """What to write next: (frames, position of the first audio frame, number of audio frames).
-        Frames are a period of audio, audio padded with silence when the buffer ran dry, or empty for
-        a period of silence; None to wait a little for the rest of a period (only while the write lead
-        allows). A stopped device (not `running`) waits for the prebuffer first."""
+    def _next_period(
+        self, now: float, *, may_wait: bool, running: bool
+    ) -> tuple[np.ndarray | None, int, int, bool]:
+        """What to write next: (frames, position of the first audio frame, number of audio frames,
+        audible). Frames are a period of audio, audio padded with silence when the buffer ran dry, or
+        empty for a period of silence; None to wait a little for the rest of a period (only while the
+        write lead allows). A stopped device (not `running`) waits for the prebuffer first."""
         buffered = self._buf.frames
+        no_audio = self._buf.empty, 0, 0, False
         if not self._playing:
             if not buffered:
                 if self._dry_since is not None and now - self._dry_since > self._underrun_gap_s:
                     self._dry_since = None  # the audio ended: a later start is no underrun
-                return np.zeros((0, self.channels), np.int16), 0, 0
+                return no_audio
             oldest = self._buf.oldest_push_t
             waited = now - oldest if oldest is not None else 0.0
             if not running and buffered < self._prebuffer_frames and waited < self._prebuffer_frames / self.rate:
-                return np.zeros((0, self.channels), np.int16), 0, 0
+                return no_audio
             if self._dry_since is not None and now - self._dry_since <= self._underrun_gap_s:
                 self._add("underruns", 1)
                 self._slack = min(self._max_slack, self._slack_now(now) + 1)
@@ -653,15 +676,15 @@ class AlsaPlayback:
             self._dry_since = None
             self._playing = True
         if buffered < self.period_frames and may_wait:
-            return None, 0, 0
-        frames, start = self._buf.take(self.period_frames)
+            return None, 0, 0, False
+        frames, start, audible = self._buf.take(self.period_frames)
         n_audio = len(frames)
         if n_audio < self.period_frames:
             self._playing = False
             self._dry_since = now
             pad = np.zeros((self.period_frames - n_audio, self.channels), np.int16)
             frames = np.concatenate([frames, pad])
-        return frames, start, n_audio
+        return frames, start, n_audio, audible
 
     def _scaled(self, frames: np.ndarray) -> np.ndarray:
         vol = self._volume
