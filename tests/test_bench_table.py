@@ -43,6 +43,11 @@ def test_bench_table_json() -> None:
     assert out["call_cpu_ratio"] == round(out["call_cpu_pct"] / out["bare_aiortc_cpu_pct"], 3)
     assert out["idle_false_wakes"] == 0 and out["call_replies_heard"] >= 1  # idle was idle; replies were played
     assert "wake-word" in out["idle_threads_cpu_pct"]  # the wake word's own thread did the listening
+    assert "wake-word" not in out["call_threads_cpu_pct"]  # in a call it sleeps
+    # the bare client's threads, to compare with the agent's: its event loop, its Opus encoder (the loop's
+    # executor) and aiortc's decoder, as the agent has
+    bare = out["bare_aiortc_threads_cpu_pct"]
+    assert {"MainThread", "audio-decoder"} <= set(bare) and any(n.startswith("asyncio_") for n in bare), bare
     for name in ("wake_to_first_rtp_ms", "wake_to_listening_ms", "end_of_speech_to_first_audio_ms"):
         assert out[name]["n"] == 2 and 0 < out[name]["p50"] <= out[name]["p95"], (name, out[name])
     assert out["goals"]["idle_rss_mb"]["value"] == out["idle_rss_mb"]

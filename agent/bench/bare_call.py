@@ -7,9 +7,9 @@ noisy spell hits both alike (as `bench peers` does for the listeners).
 
 `python -m agent.bench.bare_call` reads one JSON line on stdin (the endpoint, the emulator's key file,
 the session, the raw 16 kHz audio's path; never a secret in its arguments), makes the call
-(`baselines.bare_call`), answers `{"up": true}`, then serves two requests, one per line: `cpu` (its
-own CPU seconds, every thread, from getrusage) and `stop` (hang up and exit). `BareCallProcess` is the
-parent's side.
+(`baselines.bare_call`), answers `{"up": true}`, then serves requests, one per line: `cpu` (its own
+CPU seconds, every thread, from getrusage), `threads` (CPU seconds by thread name, as the agent's
+`call_threads_cpu_pct` is made) and `stop` (hang up and exit). `BareCallProcess` is the parent's side.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import cpu_s
+from .common import cpu_s, thread_cpu_by_name
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ class BareCallProcess:
     async def cpu(self) -> float:
         """The child's CPU seconds so far (every thread)."""
         return float((await self._ask("cpu", 5.0))["cpu"])
+
+    async def threads(self) -> dict[str, float]:
+        """The child's CPU seconds so far, by thread name (`common.thread_cpu_by_name`)."""
+        return {str(k): float(v) for k, v in (await self._ask("threads", 5.0))["threads"].items()}
 
     async def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -109,6 +113,8 @@ async def _serve() -> int:
         while (line := await readline()) not in ("stop", ""):
             if line == "cpu":
                 answer({"cpu": cpu_s()})
+            elif line == "threads":
+                answer({"threads": thread_cpu_by_name()})
     finally:
         await call.close()
     return 0

@@ -177,9 +177,11 @@ async def _agent_idle_and_call(run: _Run, emu: EmulatorProcess, tmpdir: Path, op
                 run.missing(key, why)
             return
         await asyncio.sleep(CALL_SETTLE_S)
-        t0, threads0 = time.monotonic(), thread_cpu_by_name()
+        t0, threads0, bare0 = time.monotonic(), thread_cpu_by_name(), await bare.threads()
         windows, bare_windows = await paired_cpu_windows(opts.call_s, opts.window_s, bare.cpu, exclude=feeder_cpu)
-        run.out["call_threads_cpu_pct"] = thread_cpu_pct(threads0, thread_cpu_by_name(), time.monotonic() - t0)
+        elapsed = time.monotonic() - t0
+        run.out["call_threads_cpu_pct"] = thread_cpu_pct(threads0, thread_cpu_by_name(), elapsed)
+        run.out["bare_aiortc_threads_cpu_pct"] = thread_cpu_pct(bare0, await bare.threads(), elapsed)
         in_call = agent.conversation is not None
         run.out["call_rss_mb"] = ProcSnapshot.take().rss_mb
         run.out["call_cpu_pct_windows"] = windows
@@ -283,6 +285,7 @@ def format_table(out: dict[str, Any]) -> str:
         ("bare_aiortc_cpu_pct (aiortc alone, at the same time)", out.get("bare_aiortc_cpu_pct")),
         ("call_cpu_ratio", out.get("call_cpu_ratio")),
         ("call threads (% of a core)", _threads(out.get("call_threads_cpu_pct"))),
+        ("bare aiortc threads (asyncio_N: its Opus encoder)", _threads(out.get("bare_aiortc_threads_cpu_pct"))),
         ("call_rss_mb", out.get("call_rss_mb")),
         ("feeder_cpu_pct (taken out of the above)", out.get("feeder_cpu_pct")),
         ("wake_to_first_rtp_ms", lat("wake_to_first_rtp_ms")),
