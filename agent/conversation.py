@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import av
+import numpy as np
 
 from .audio.frames import is_audible
 from .audio.mictrack import BlockSource, MicTrack
-from .audio.resample import pcm_of
 from .config import ConversationConfig
 from .observe import Observer
 from .reply import Interruption, ReplyTracker
@@ -56,7 +56,13 @@ TICK_S = 0.05
 class Speaker(Protocol):
     """What a conversation needs of playback."""
 
-    def write_frame(self, frame: av.AudioFrame, audible: bool | None = None) -> None: ...
+    def convert(self, frame: av.AudioFrame) -> np.ndarray:
+        """The frame at the speaker's rate and channels, as `write_samples` takes it."""
+        ...
+
+    def write_samples(self, samples: np.ndarray, audible: bool) -> None:
+        """Queue converted audio; a silent frame may be dropped to bring the latency down."""
+        ...
 
     def flush(self) -> float:
         """Drop the queued reply audio at once (barge-in); returns the milliseconds dropped."""
@@ -204,7 +210,8 @@ class Conversation:
         """Queue the service's audio, unless it is the tail of a reply that was stopped. The service
         may send RTP all the time (silence between replies), so audibility, not arrival, marks a reply."""
         now = time.monotonic()
-        audible = is_audible(pcm_of(frame))
+        samples = self.speaker.convert(frame)  # once: what is played is what is tested
+        audible = is_audible(samples)
         if not self.reply.on_frame(audible, now):
             return  # the stopped reply's tail, still arriving: never play it
         result = self._result
@@ -212,7 +219,7 @@ class Conversation:
             result.reply_marks.append(self.speaker.mark())
             self._awaiting_reply_audio = False
         self.observer.reply_frame(now, self.speaker.mark(), audible)
-        self.speaker.write_frame(frame, audible)
+        self.speaker.write_samples(samples, audible)
         if audible:
             self._reply_end_mark = self.speaker.mark()
             if self.states.state is not State.SPEAKING:

@@ -351,9 +351,16 @@ class AlsaPlayback:
     def write_frame(self, frame: av.AudioFrame, audible: bool | None = None) -> None:
         """Queue one decoded frame (any rate and layout; aiortc gives 48 kHz stereo s16). A silent one
         (`audible` False, or found so) is dropped while the latency is above what the jitter needs."""
-        samples = self._converter.convert(frame)
-        if audible is None:
-            audible = is_audible(samples)
+        samples = self.convert(frame)
+        self.write_samples(samples, is_audible(samples) if audible is None else audible)
+
+    def convert(self, frame: av.AudioFrame) -> np.ndarray:
+        """A decoded frame at the device's rate and channels (interleaved int16; one producer, the event
+        loop): so a caller that must know whether it is audible tests what will be played, once."""
+        return self._converter.convert(frame)
+
+    def write_samples(self, samples: np.ndarray, audible: bool) -> None:
+        """Queue what `convert` made of a frame (see `write_frame`)."""
         if not audible and self.buffered_s > self.max_latency_s:
             self._add("silence_dropped_ms", len(samples) / self.channels * 1000 / self.rate)
             return
