@@ -99,8 +99,10 @@ class PcmConverter:
         if in_channels == self.channels:
             return packed.astype(np.int16, copy=True)
         if in_channels == 2 and self.channels == 1:
-            pairs = packed.reshape(-1, 2).astype(np.int32)
-            return ((pairs[:, 0] + pairs[:, 1]) // 2).astype(np.int16)
+            # floor((L + R) / 2) in int32, from strided views: three numpy calls, no int32 copy first
+            total = np.add(packed[0::2], packed[1::2], dtype=np.int32)
+            total >>= 1
+            return total.astype(np.int16)
         if in_channels == 1 and self.channels == 2:
             return np.repeat(packed, 2).astype(np.int16, copy=False)
         raise ValueError(f"cannot convert {in_channels} channels to {self.channels}")
