@@ -29,9 +29,12 @@ def test_bench_audio_json() -> None:
     (out,) = json.loads(proc.stdout.strip().splitlines()[-1])["runs"]
     assert out["output_order"] == "webrtc"
     assert out["ok"] and len(out["responses"]) >= 2  # two replies, the second stopped by the barge-in
-    for key in ("uplink_ms_p50", "uplink_ms_p95", "downlink_ms_p50", "downlink_ms_p95", "catchup_s", "cpu_pct"):
+    for key in ("uplink_ms_p50", "uplink_ms_p95", "downlink_ms_p50", "downlink_ms_p95", "speaker_ms_p50",
+                "speaker_ms_p95", "catchup_s", "cpu_pct"):  # fmt: skip
         assert isinstance(out[key], int | float) and out[key] >= 0, key
     assert out["uplink_ms_p50"] <= out["uplink_ms_p95"] and out["downlink_ms_p50"] <= out["downlink_ms_p95"]
+    # a frame is heard at or after its write, not more than the device's lead plus a period after it
+    assert out["downlink_ms_p50"] <= out["speaker_ms_p50"] <= out["downlink_ms_p50"] + 80
     assert out["preroll_lost_ms"] == 0.0  # no word lost while the emulator answered 500 ms late
     assert out["connect_ms"] >= 500
     assert out["reply_audible_until_barge_in_ms"] is not None  # the barge-in interrupted sound

@@ -248,6 +248,32 @@ async def test_timing_hooks_report_when_audio_reached_alsa(alsa: Path) -> None:
     assert all(name.startswith("alsa-playback") for _, _, name in calls)
 
 
+@pytest.mark.parametrize("driven", [False, True], ids=["self-paced", "driven"])
+async def test_when_queued_audio_is_heard(alsa: Path, driven: bool) -> None:
+    """`first_play_after(mark)`: when the audio queued after `mark` comes out of the device, from what
+    the device held ahead of the write that carried it. Written early or late, by the playback thread
+    or by a driver, a continuous tone's frames are heard a frame apart, from its first write on."""
+    pb = AlsaPlayback(config(alsa / "out.wav", rate=48000, channels=2))
+    await pb.start()
+    try:
+        with Driver(pb) if driven else contextlib.nullcontext():
+            await asyncio.sleep(0.1)
+            marks = []
+            t_push = time.monotonic()
+            for frame in av_frames(sine(1000, 0.2, 48000)):
+                marks.append(pb.mark())
+                pb.write_frame(frame)
+            await play_out(pb)
+        heard = [pb.first_play_after(m) for m in marks]
+        t_first_write = pb.first_write_after(marks[0])
+    finally:
+        await pb.stop()
+    assert None not in heard and t_first_write is not None
+    assert t_push <= heard[0] <= t_first_write  # the device was stopped: the first write is heard at once
+    steps = [b - a for a, b in zip(heard, heard[1:])]  # type: ignore[operator]
+    assert all(abs(step - 0.02) < 0.002 for step in steps), steps
+
+
 async def test_open_error_retries_then_recovers(alsa: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A device that is not defined yet: state error, reopens back off; once it exists, playback runs."""
     pb = AlsaPlayback(
@@ -500,6 +526,8 @@ async def test_a_driver_that_stalls_hands_the_device_back() -> None:
         await pb.stop()
     assert "driver" in names[:stalled]
     assert names[stalled + 2 :] and set(names[stalled + 2 :]) == {"alsa-playback:hw:0"}
+    # the device ran out while nobody wrote: a gap on the speaker, counted though a fake device never xruns
+    assert pb.stats.late_writes >= 1 and pb.stats.xruns == 0
 
 
 async def test_write_error_reopens_and_xrun_is_counted() -> None:

@@ -86,9 +86,17 @@ IDLE_CHECK_S = 5.0
 #: While the capture thread drives the device (`AlsaPlayback.pump`), the playback thread looks this often
 #: whether it still does (a safety net: `release()` wakes it when the driving ends).
 DRIVEN_CHECK_S = 0.1
+#: A pass this long after the device's schedule ran out counts as a late write (`late_writes`).
+LATE_S = 0.002
 #: A `pump` counts as driving for this many periods: a capture thread that stalls longer hands the
 #: device back to the playback thread at its next look.
 DRIVEN_FOR_PERIODS = 3
+
+
+#: A write that carried audio, as a plain tuple (made on the device thread's path 50 times a second):
+#: (end position of its audio, when the write returned, start position, when its first frame plays,
+#: from what the device held ahead of it).
+_Write = tuple[int, float, int, float]
 
 
 class _LeadWait(float):
@@ -125,6 +133,10 @@ class PlaybackStats:
     """Silent frames dropped to bring the latency back under `max_latency_ms`."""
     flushed_ms: float = 0.0
     """Audio dropped by flush()."""
+    late_writes: int = 0
+    """A pass came after the running device had played all it was given (by its schedule): a gap on the
+    speaker, which a real device reports as an xrun too, and a file-backed one (the tests', the
+    benchmarks') never does."""
     driven_passes: int = 0
     """Passes over the device made by the capture thread (`pump`, full duplex in a call)."""
     reopen_count: int = 0
@@ -280,7 +292,7 @@ class AlsaPlayback:
         self._wake = threading.Event()
         self._flush_req = threading.Event()
         self._thread: threading.Thread | None = None
-        self._writes: deque[tuple[int, float]] = deque(maxlen=4096)  # (end position, time) of audio writes
+        self._writes: deque[_Write] = deque(maxlen=4096)  # the audio writes, oldest first
         self._writes_lock = threading.Lock()
         self._idle = False  # the thread sleeps until audio is queued
         self._step_lock = threading.Lock()  # one pass over the device at a time (see pump)
@@ -400,9 +412,23 @@ class AlsaPlayback:
     def first_write_after(self, mark: int) -> float | None:
         """Monotonic time right after the write that carried the first audio queued after `mark` (or a
         later sample, if that one was dropped); None if none was written yet, or too long ago."""
+        write = self._write_after(mark)
+        return write[1] if write is not None else None
+
+    def first_play_after(self, mark: int) -> float | None:
+        """When the first audio queued after `mark` (or a later sample, if that one was dropped) plays out
+        of the device, as far as its fill at the write tells (None as for `first_write_after`): the
+        latency a listener hears, whichever thread wrote it and however early."""
+        write = self._write_after(mark)
+        if write is None:
+            return None
+        _, _, start_pos, t_plays = write
+        return t_plays + (max(mark, start_pos) - start_pos) / self.rate
+
+    def _write_after(self, mark: int) -> _Write | None:
         with self._writes_lock:
             i = bisect.bisect_right(self._writes, mark, key=lambda w: w[0])
-            return self._writes[i][1] if i < len(self._writes) else None
+            return self._writes[i] if i < len(self._writes) else None
 
     # -- lifecycle (event loop) --------------------------------------------------------------------
 
@@ -559,6 +585,8 @@ class AlsaPlayback:
                     dev.active = False
                 self._dry_since = None  # whatever comes next is a new start, not an underrun
                 return None
+            if dev.active and now - dev.sched > LATE_S:
+                self._stats.late_writes += 1  # under _step_lock, its only writer
             dev.sched = max(dev.sched, now)
             ahead = dev.sched - now
             if ahead > top:
@@ -577,6 +605,7 @@ class AlsaPlayback:
                 audible = audible and is_audible(chunk)  # a low volume may have made it quiet
             elif not len(chunk):
                 chunk = dev.silence
+            t_plays = dev.sched  # when the device gets to what this write carries
             res = dev.pcm.write(chunk)  # a C-contiguous array is a buffer: no copy to bytes
             t = time.monotonic()
             # a flush during the write: the next turn of the loop drops this audio from the device at once
@@ -610,7 +639,7 @@ class AlsaPlayback:
                     self.last_audible_t = t
                     self.audible_writes.append(t)
                 with self._writes_lock:
-                    self._writes.append((start_pos + n_audio, t))
+                    self._writes.append((start_pos + n_audio, t, start_pos, t_plays))
                 if self.on_written is not None:
                     try:
                         self.on_written(t, n_audio)

@@ -15,10 +15,16 @@ What it reports (milliseconds; p50 and p95 where it is a distribution):
 - uplink_ms: capture timestamp of a 20 ms frame to the moment the mic track hands it to the Opus encoder
   and RTP sender, in steady state (after the catch-up);
 - downlink_ms: a remote audio frame leaving aiortc's receiver to the ALSA write that carried it;
+- speaker_ms: the same frame to the moment it comes out of the device (the write's time plus what the
+  device held ahead of it): what a listener hears. In a call the capture thread writes the speaker's
+  periods (full duplex), so a frame waits in the playout buffer for the next read instead of in the
+  device: downlink_ms grows by about half a period, speaker_ms does not;
 - preroll_lost_ms: command audio missing from what the emulator received;
 - catchup_s: call connected to the uplink back at real time;
 - barge_in_flush_ms: the agent's speech_started (during a reply) to the last reply sample written;
-- underruns, overruns over the whole call; cpu_pct of the agent process during the call (100 = one core).
+- underruns (the playout buffer ran dry mid-audio: a frame came late), xruns (ALSA itself ran dry: the
+  writer was late), late_writes (the same, by the playback's own schedule: the file plugin never
+  xruns), overruns over the whole call; cpu_pct of the agent process during the call (100 = one core).
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ GOALS = {
     "reply_cut_ms": ("<=", 0.0),
     "after_stop_audible_ms": ("<=", 0.0),
     "underruns": ("<=", 0),
+    "xruns": ("<=", 0),
+    "late_writes": ("<=", 0),
     "overruns": ("<=", 0),
 }
 
@@ -193,6 +201,11 @@ async def _measure(
         for t_r, mark in downlink
         if (t_w := agent.playback.first_write_after(mark)) is not None and t_w >= t_r
     ]
+    heard = [
+        (t_p - t_r) * 1000
+        for t_r, mark in downlink
+        if (t_p := agent.playback.first_play_after(mark)) is not None and t_p >= t_r
+    ]
     flush_ms = _barge_in_flush_ms(result, agent)
     period_ms = config.audio.playback.period_ms
     cut_ms = _reply_cut_ms(result, agent, timeline)
@@ -206,6 +219,8 @@ async def _measure(
         "uplink_frames": len(lat),
         "downlink_ms_p50": pct(down, 0.5),
         "downlink_ms_p95": pct(down, 0.95),
+        "speaker_ms_p50": pct(heard, 0.5),
+        "speaker_ms_p95": pct(heard, 0.95),
         "preroll_lost_ms": preroll_lost_ms(script.command, received),
         "catchup_s": round(caught - call_up, 2) if caught is not None else None,
         "connect_ms": result.connect_ms,
@@ -217,6 +232,8 @@ async def _measure(
         "output_order": output_order,
         "reply_audible_until_barge_in_ms": playing_ms,
         "underruns": agent.playback.stats.underruns,
+        "xruns": agent.playback.stats.xruns,
+        "late_writes": agent.playback.stats.late_writes,
         "overruns": agent.capture.stats.overruns,
         "cpu_pct": round(100 * ((cpu_end.user + cpu_end.system) - cpu_start) / max(1e-6, t_end - call_up), 1),
         "call_s": round(t_end - call_up, 1),
