@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import statistics
 import threading
 import time
@@ -221,6 +222,30 @@ async def test_underrun_counted_only_for_a_gap_mid_audio(alsa: Path) -> None:
     assert pb.stats.underruns == 1
 
 
+async def test_a_gap_in_silence_is_no_underrun(alsa: Path) -> None:
+    """The service streams silence between replies; a gap in it (after a barge-in the stopped reply's
+    tail is dropped, not queued) interrupts no sound: not an underrun, and no latency is added for it.
+    The same gap in a tone is one."""
+    pb = AlsaPlayback(config(alsa / "out.wav", rate=48000, channels=2), underrun_gap_ms=300)
+    floor = pb.max_latency_s
+    await pb.start()
+    try:
+        for samples in (np.zeros(4800, np.int16), sine(600, 0.1, 48000)):
+            for frame in av_frames(samples):
+                pb.write_frame(frame)
+            await play_out(pb)
+            await asyncio.sleep(0.08)  # ran dry; more comes within underrun_gap_ms
+            for frame in av_frames(samples):
+                pb.write_frame(frame)
+            await play_out(pb)
+            if not samples.any():
+                assert pb.stats.underruns == 0 and pb.max_latency_s == floor
+            await asyncio.sleep(0.4)  # the end of this stream: what comes next is a new start
+    finally:
+        await pb.stop()
+    assert pb.stats.underruns == 1 and pb.max_latency_s > floor
+
+
 async def test_timing_hooks_report_when_audio_reached_alsa(alsa: Path) -> None:
     out = alsa / "out.wav"
     calls: list[tuple[float, int, str]] = []
@@ -270,7 +295,7 @@ async def test_when_queued_audio_is_heard(alsa: Path, driven: bool) -> None:
         await pb.stop()
     assert None not in heard and t_first_write is not None
     assert t_push <= heard[0] <= t_first_write  # the device was stopped: the first write is heard at once
-    steps = [b - a for a, b in zip(heard, heard[1:])]  # type: ignore[operator]
+    steps = [b - a for a, b in itertools.pairwise(heard)]  # type: ignore[operator]
     assert all(abs(step - 0.02) < 0.002 for step in steps), steps
 
 
