@@ -20,9 +20,11 @@ sleeps while there is none.
   no stream of silence (some HATs hiss while they play one, and writing it costs CPU 50 times a
   second). Within an answer, a gap shorter than `underrun_gap_ms` is filled with silence (no xrun, no
   click). An `underrun` is counted only when the buffer ran dry in the middle of audio, that is, when
-  more audio came within `underrun_gap_ms` of running dry; an answer that ended and a later one that
-  started are not underruns. A stopped device starts once `prebuffer_ms` is buffered (or the oldest
-  buffered sample has waited that long, so short clips play too). It defaults to the write lead and one
+  more audio came within `underrun_gap_ms` of running dry, and what ran dry was sound (a gap in the
+  service's silence, as after a barge-in while the stopped reply's tail is dropped, is heard by
+  nobody); an answer that ended and a later one that started are not underruns. A stopped device
+  starts once `prebuffer_ms` is buffered (or the oldest buffered sample has waited that long, so short
+  clips play too). It defaults to the write lead and one
   period more (3 periods, 60 ms): the call's frames come one per 20 ms, and the thread fills in silence
   when the device holds less than half a period, so the device's fill when a frame is due, less that
   half period, is the slack a late frame has. Started with one frame there is none (a period of silence
@@ -301,6 +303,8 @@ class AlsaPlayback:
         # Owned by whoever holds _step_lock (the thread, or the capture thread in pump):
         self._playing = False
         self._dry_since: float | None = None
+        self._last_take_audible = False  # the last audio taken from the buffer was sound
+        self._dry_audible = False  # ... when the buffer ran dry (`_dry_since`): an underrun if so
         self._short = False  # a driven pass found less than a period while playing (see _step)
         self._audio_until = 0.0  # monotonic time when the audio handed to ALSA so far ends
         #: Monotonic time of the last write that carried audible sound (see frames.AUDIBLE): for
@@ -705,19 +709,26 @@ class AlsaPlayback:
             if not running and buffered < self._prebuffer_frames and waited < self._prebuffer_frames / self.rate:
                 return no_audio
             if self._dry_since is not None and now - self._dry_since <= self._underrun_gap_s:
-                self._add("underruns", 1)
-                self._slack = min(self._max_slack, self._slack_now(now) + 1)
-                self._slack_t = now
-                log.debug("playout underrun: the buffer ran dry for %.0f ms mid-audio", (now - self._dry_since) * 1000)
+                dry_ms = (now - self._dry_since) * 1000
+                if self._dry_audible:
+                    self._add("underruns", 1)
+                    self._slack = min(self._max_slack, self._slack_now(now) + 1)
+                    self._slack_t = now
+                    log.debug("playout underrun: the buffer ran dry for %.0f ms mid-audio", dry_ms)
+                else:  # a gap in the service's silence (after a barge-in, say): nobody hears it
+                    log.debug("playout: the buffer ran dry for %.0f ms in silence (no underrun)", dry_ms)
             self._dry_since = None
             self._playing = True
         if buffered < self.period_frames and may_wait:
             return None, 0, 0, False
         frames, start, audible = self._buf.take(self.period_frames)
         n_audio = len(frames)
+        if n_audio:
+            self._last_take_audible = audible
         if n_audio < self.period_frames:
             self._playing = False
             self._dry_since = now
+            self._dry_audible = self._last_take_audible  # the gap interrupts sound, or silence
             pad = np.zeros((self.period_frames - n_audio, self.channels), np.int16)
             frames = np.concatenate([frames, pad])
         return frames, start, n_audio, audible
