@@ -551,7 +551,22 @@ async def test_a_driver_that_stalls_hands_the_device_back() -> None:
         await pb.stop()
     assert "driver" in names[:stalled]
     assert names[stalled + 2 :] and set(names[stalled + 2 :]) == {"alsa-playback:hw:0"}
-    # the device ran out while nobody wrote: a gap on the speaker, counted though a fake device never xruns
+
+
+async def test_a_write_after_the_device_ran_out_is_counted() -> None:
+    """A writer held up past what the device was given (here a write that hangs for 150 ms) leaves a
+    gap on the speaker: `late_writes` counts it, though this device, like the file plugin, never xruns."""
+    pb, opened = gated_playback()
+    await pb.start()
+    try:
+        pb.write_pcm(sine(1000, 1.0, 48000), 48000)
+        await wait_until(lambda: opened and len(opened[0].log) >= 5, 2, "a few writes")
+        opened[0].gate.clear()
+        await asyncio.sleep(0.15)
+        opened[0].gate.set()
+        await wait_until(lambda: pb.buffered_s == 0, 3, "the rest to play")
+    finally:
+        await pb.stop()
     assert pb.stats.late_writes >= 1 and pb.stats.xruns == 0
 
 
