@@ -24,13 +24,12 @@ sleeps while there is none.
   service's silence, as after a barge-in while the stopped reply's tail is dropped, is heard by
   nobody); an answer that ended and a later one that started are not underruns. A stopped device
   starts once `prebuffer_ms` is buffered (or the oldest buffered sample has waited that long, so short
-  clips play too). It defaults to the write lead and one
-  period more (3 periods, 60 ms): the call's frames come one per 20 ms, and the thread fills in silence
-  when the device holds less than half a period, so the device's fill when a frame is due, less that
-  half period, is the slack a late frame has. Started with one frame there is none (a period of silence
-  after the first word, and everything after it a period late); with two, 10 ms, which this machine's
-  loaded event loop alone exceeds; with three, 30 ms. A running device that ran dry takes the next
-  audio at once.
+  clips play too). It defaults to the write lead and one period more (3 periods, 60 ms): the call's
+  frames come one per 20 ms, and the thread fills in silence when the device holds less than half a
+  period, so the device's fill when a frame is due, less that half period, is the slack a late frame
+  has. Started with one frame there is none (a period of silence after the first word, and everything
+  after it a period late); with two, 10 ms, which this machine's loaded event loop alone exceeds; with
+  three, 30 ms. A running device that ran dry takes the next audio at once.
 - Latency adapts, within bounds: the service streams RTP all through the call, silence included, so a
   gap filled with silence delays everything after it, which is also the slack the next late frame
   needs. So each underrun raises the latency allowed by a period (up to `max_slack_periods`), and every
