@@ -302,8 +302,9 @@ class AlsaPlayback:
         # Owned by whoever holds _step_lock (the thread, or the capture thread in pump):
         self._playing = False
         self._dry_since: float | None = None
-        self._last_take_audible = False  # the last audio taken from the buffer was sound
-        self._dry_audible = False  # ... when the buffer ran dry (`_dry_since`): an underrun if so
+        # The last audio taken from the buffer was sound: once the buffer ran dry (`_dry_since`) nothing
+        # is taken until it resumes, so this says whether the gap interrupted sound (an underrun).
+        self._last_take_audible = False
         self._short = False  # a driven pass found less than a period while playing (see _step)
         self._audio_until = 0.0  # monotonic time when the audio handed to ALSA so far ends
         #: Monotonic time of the last write that carried audible sound (see frames.AUDIBLE): for
@@ -709,7 +710,7 @@ class AlsaPlayback:
                 return no_audio
             if self._dry_since is not None and now - self._dry_since <= self._underrun_gap_s:
                 dry_ms = (now - self._dry_since) * 1000
-                if self._dry_audible:
+                if self._last_take_audible:
                     self._add("underruns", 1)
                     self._slack = min(self._max_slack, self._slack_now(now) + 1)
                     self._slack_t = now
@@ -727,7 +728,6 @@ class AlsaPlayback:
         if n_audio < self.period_frames:
             self._playing = False
             self._dry_since = now
-            self._dry_audible = self._last_take_audible  # the gap interrupts sound, or silence
             pad = np.zeros((self.period_frames - n_audio, self.channels), np.int16)
             frames = np.concatenate([frames, pad])
         return frames, start, n_audio, audible
