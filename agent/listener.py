@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .audio.frames import CHUNK_S, PcmBlock, blocks_per_chunk
-from .state import StateOwner
+from .state import Snapshot, StateOwner
 from .wakeword import PHRASE_END_MARGIN_S, WakeWordDetector
 from .wakeword import Detection as WakeDetection
 
@@ -142,9 +142,11 @@ class WakeListener:
         """Whether a block captured now may reach a detector: the state accepts a wake word, or the
         stop word may stop a reply in this call (`_listen` decides again for each block)."""
         snap = self.states.snapshot
-        if snap.accepts_trigger:
-            return True
-        return self.stop_detector is not None and self.stop_reply is not None and snap.in_call and not snap.muted
+        return snap.accepts_trigger or (self._stop_word_listens(snap) and not snap.muted)
+
+    def _stop_word_listens(self, snap: Snapshot) -> bool:
+        """The stop word, not the wake word, is what this call listens for (if one is configured)."""
+        return self.stop_detector is not None and self.stop_reply is not None and snap.in_call
 
     def _put(self, item: list[PcmBlock] | None) -> None:
         while True:
@@ -174,7 +176,8 @@ class WakeListener:
         if self._reset.is_set():
             return  # a reset is pending: the detector starts again at the next batch, never fed stale
         snap = self.states.snapshot
-        if self.stop_detector is not None and self.stop_reply is not None and snap.in_call:
+        if self._stop_word_listens(snap):
+            assert self.stop_detector is not None
             if not snap.muted and self.reply_audible() and self.stop_detector.process(block):
                 log.info("stop word: stopping the reply")
                 self.loop.call_soon_threadsafe(self._stop_word)
