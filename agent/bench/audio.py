@@ -34,6 +34,7 @@ import dataclasses
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -196,16 +197,12 @@ async def _measure(
     lat = [(sent - cap) * 1000 for sent, cap in uplink]
     caught = next((sent for sent, cap in uplink if sent > call_up and (sent - cap) < 0.06), None)
     steady = [(sent - cap) * 1000 for sent, cap in uplink if caught is not None and sent >= caught + 1.0]
-    down = [
-        (t_w - t_r) * 1000
-        for t_r, mark in downlink
-        if (t_w := agent.playback.first_write_after(mark)) is not None and t_w >= t_r
-    ]
-    heard = [
-        (t_p - t_r) * 1000
-        for t_r, mark in downlink
-        if (t_p := agent.playback.first_play_after(mark)) is not None and t_p >= t_r
-    ]
+    def after_receipt(moment: Callable[[int], float | None]) -> list[float]:
+        """Milliseconds from each frame's receipt to `moment(its mark)` (written, heard)."""
+        return [(t - t_r) * 1000 for t_r, mark in downlink if (t := moment(mark)) is not None and t >= t_r]
+
+    down = after_receipt(agent.playback.first_write_after)
+    heard = after_receipt(agent.playback.first_play_after)
     flush_ms = _barge_in_flush_ms(result, agent)
     period_ms = config.audio.playback.period_ms
     cut_ms = _reply_cut_ms(result, agent, timeline)
