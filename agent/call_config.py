@@ -35,4 +35,6 @@ def call_options_for(config: Config) -> CallOptions:
         data_channel_timeout_s=vl.data_channel_timeout_s,
         media_timeout_s=vl.media_timeout_s,
         send_request_id=vl.send_client_request_id,
+        concealment=net.concealment,
+        jitter_max_ms=net.jitter_max_ms,
     )

@@ -109,6 +109,8 @@ class IceServerConfig:
 class NetworkConfig:
     ice_servers: tuple[IceServerConfig, ...] = ()
     ice_loopback: bool = False
+    concealment: bool = True
+    jitter_max_ms: int = _f(400, 60, 2000)
 
 
 @dataclass(frozen=True)

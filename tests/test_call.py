@@ -97,6 +97,8 @@ def new_call(emu: Emulator, source: object | None = None, creds: object | None =
 def remote_mono(frames: list) -> np.ndarray:
     if not frames:
         return np.zeros(0, np.int16)
+    if len(frames[0].layout.channels) == 1:  # the call's jitter buffer gives 48 kHz mono
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int16)
     data = np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int32)
     return ((data[0::2] + data[1::2]) // 2).astype(np.int16)  # aiortc gives 48 kHz stereo
 

@@ -155,12 +155,19 @@ class MicTrack(MediaStreamTrack):
             self.silence_frames += 1
         self._last_sent = time.monotonic()
         if rate != self._encoder.rate:
-            self._encoder = OpusUplinkEncoder(rate, pts=self._encoder.pts)
+            old = self._encoder
+            self._encoder = OpusUplinkEncoder(rate, pts=old.pts, fec=old.fec, packet_loss=old.packet_loss)
         packet = self._encoder.encode(samples)
         self.frames_sent += 1
         if self._on_frame is not None:
             self._on_frame(t_capture, self.frames_sent)
         return packet
+
+    @property
+    def encoder(self) -> OpusUplinkEncoder:
+        """The Opus encoder: the call turns its FEC on when the far end decodes it, and sets the expected
+        loss from the far end's reports."""
+        return self._encoder
 
     def stop(self) -> None:
         self._source_done = True

@@ -1,4 +1,4 @@
-"""The call's Opus encoder: the microphone's own rate, mono, speech settings, no resampling.
+"""The call's Opus encoder: the microphone's own rate, mono, speech settings, no resampling, in-band FEC.
 
 aiortc encodes whatever a track hands it as 48 kHz stereo at 96 kbit/s: it resamples every frame to 48 kHz
 stereo, computes the RTP audio level in a Python loop over every sample, and hops to a thread pool and
@@ -11,17 +11,20 @@ costs and saves is measured by `voice-agent bench` (the call's CPU against the b
 The settings are libwebrtc's for speech on phones: the "voip" application, complexity 5 (libwebrtc's
 default on Android and iOS; 9 or 10 cost about a fifth more here), and 32 kbit/s, which Chrome sends for
 one channel of speech. The RTP clock stays Opus's 48 kHz whatever the input rate.
+
+In-band FEC (`fec`): each packet carries a low-bitrate copy of the one before, so a receiver that decodes
+FEC recovers a single lost packet from the next. How much of the bitrate goes to it follows the loss the
+receiver reports (`set_packet_loss`, fed from RTCP by the call). The encoder is libopus itself
+(`libopus.Encoder`): FFmpeg's wrapper reads the expected loss only when it opens.
 """
 
 from __future__ import annotations
-
-import fractions
 
 import av
 import numpy as np
 
 from ..voicelive.media import FRAME_SAMPLES, TIME_BASE
-from .resample import frame_from_pcm
+from . import libopus
 
 #: The rates libopus encodes without resampling.
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
@@ -35,18 +38,22 @@ class OpusUplinkEncoder:
     """Encodes 20 ms mono int16 frames at `rate` (one of `OPUS_RATES`) into one Opus packet each,
     stamped on the 48 kHz RTP clock. Not thread-safe: the event loop's."""
 
-    def __init__(self, rate: int, bitrate: int = BITRATE, complexity: int = COMPLEXITY, pts: int = 0) -> None:
+    def __init__(
+        self,
+        rate: int,
+        bitrate: int = BITRATE,
+        complexity: int = COMPLEXITY,
+        pts: int = 0,
+        fec: bool = False,
+        packet_loss: float = 0.0,
+    ) -> None:
         if rate not in OPUS_RATES:
             raise ValueError(f"Opus encodes {', '.join(map(str, OPUS_RATES))} Hz, not {rate}")
         self.rate = rate
         self.frame_samples = rate // 50
-        self._codec = av.CodecContext.create("libopus", "w")
-        self._codec.sample_rate = rate
-        self._codec.layout = "mono"
-        self._codec.format = "s16"
-        self._codec.bit_rate = bitrate
-        self._codec.time_base = fractions.Fraction(1, rate)
-        self._codec.options = {"application": "voip", "compression_level": str(complexity)}
+        self._codec = libopus.Encoder(
+            rate, 1, bitrate=bitrate, complexity=complexity, inband_fec=fec, packet_loss_perc=round(packet_loss * 100)
+        )
         self.pts = pts
         """The next packet's timestamp in TIME_BASE (48 kHz): one FRAME_SAMPLES per packet."""
 
@@ -54,11 +61,26 @@ class OpusUplinkEncoder:
         """One 20 ms frame (`frame_samples` samples) to one packet."""
         if len(samples) != self.frame_samples:
             raise ValueError(f"a frame is {self.frame_samples} samples at {self.rate} Hz, not {len(samples)}")
-        packets = self._codec.encode(frame_from_pcm(samples, self.rate, pts=self.pts * self.rate // 48000))
-        if len(packets) != 1:  # libopus gives one packet per 20 ms frame, with no delay
-            raise RuntimeError(f"the Opus encoder returned {len(packets)} packets for one frame")
-        packet = packets[0]
+        packet = av.Packet(self._codec.encode(np.asarray(samples, dtype=np.int16)))
         packet.pts = self.pts
         packet.time_base = TIME_BASE
         self.pts += FRAME_SAMPLES
         return packet
+
+    @property
+    def fec(self) -> bool:
+        return self._codec.inband_fec
+
+    @property
+    def packet_loss(self) -> float:
+        """The expected loss the encoder protects against now (0..1)."""
+        return self._codec.packet_loss_perc / 100
+
+    def set_fec(self, on: bool, packet_loss: float | None = None) -> None:
+        """In-band FEC on or off (the far end said it decodes it, or not), and the expected loss."""
+        self._codec.set_inband_fec(on)
+        if packet_loss is not None:
+            self.set_packet_loss(packet_loss)
+
+    def set_packet_loss(self, fraction: float) -> None:
+        self._codec.set_packet_loss(round(fraction * 100))

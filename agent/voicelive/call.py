@@ -33,11 +33,15 @@ import av
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from ..audio.resample import frame_from_pcm
 from . import protocol
 from .auth import Credentials
 from .control import ControlChannel, Target
 from .errors import NegotiationError, TransientError, VoiceLiveError
 from .ice import host_addresses, rtc_configuration
+from .jitter import JitterSettings, JitterStats
+from .opus_sdp import decodes_fec, with_opus_params
+from .receive import AudioReceiver, LossEstimator, watch_loss_reports
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,10 @@ class CallOptions:
     data_channel_timeout_s: float = 5.0
     media_timeout_s: float = 5.0
     send_request_id: bool = True
+    #: Our jitter buffer, FEC and loss concealment for the reply, and FEC on the uplink (asked for in the
+    #: offer). False: aiortc's fixed jitter buffer and plain decoder, no FEC either way (the code before).
+    concealment: bool = True
+    jitter_max_ms: float = 400.0
 
 
 @dataclass
@@ -99,7 +107,8 @@ class PreparedOffer:
         return (
             self.pc.signalingState == "have-local-offer"
             and time.monotonic() - self.t < OFFER_MAX_AGE_S
-            and (options.ice_servers, options.ice_pin) == (self.options.ice_servers, self.options.ice_pin)
+            and (options.ice_servers, options.ice_pin, options.concealment)
+            == (self.options.ice_servers, self.options.ice_pin, self.options.concealment)
         )
 
     async def close(self) -> None:
@@ -116,7 +125,10 @@ async def prepare_offer(options: CallOptions) -> PreparedOffer:
     transceiver.setCodecPreferences(opus)
     with host_addresses(options.ice_pin):
         await pc.setLocalDescription(await pc.createOffer())
-    return PreparedOffer(pc, transceiver, channel, pc.localDescription.sdp, options, time.monotonic())
+    sdp = pc.localDescription.sdp
+    if options.concealment:
+        sdp = with_opus_params(sdp)  # minptime=10;useinbandfec=1, as Chrome offers
+    return PreparedOffer(pc, transceiver, channel, sdp, options, time.monotonic())
 
 
 class VoiceLiveCall:
@@ -168,6 +180,10 @@ class VoiceLiveCall:
         self.rtp_continuous = False
         self._frames_between_replies = 0
         self._closed = False
+        self._receiver: AudioReceiver | None = None
+        self._loss = LossEstimator()
+        #: The far end decodes in-band FEC (its answer said useinbandfec=1): the uplink carries it.
+        self.uplink_fec = False
 
     # ------------------------------------------------------------------------------------------
     # Setting up
@@ -198,6 +214,7 @@ class VoiceLiveCall:
             self.timings.answer = time.monotonic()
             assert isinstance(answer, protocol.RtcCallSdpCreated) and answer.sdp_answer
             self.rtc_call_id = answer.rtc_call_id
+            self._use_answer_fec(answer.sdp_answer)
             log.info("call %s answered (request id %s)", self.rtc_call_id, self.request_id)
             assert self._pc is not None
             try:
@@ -230,6 +247,14 @@ class VoiceLiveCall:
         pc.on("track", self._on_track)
         self._adopt_channel(offer.channel)
         offer.transceiver.sender.replaceTrack(self.mic)
+        if self.options.concealment:
+            self._receiver = AudioReceiver(
+                offer.transceiver.receiver,
+                self._on_decoded,
+                JitterSettings(max_ms=self.options.jitter_max_ms),
+                on_packet=self._on_packet,
+            )
+            watch_loss_reports(offer.transceiver.sender, self._on_uplink_loss)
         self.timings.offer_ready = time.monotonic()
         return offer.sdp
 
@@ -341,25 +366,62 @@ class VoiceLiveCall:
             self._end("peer connection closed", TransientError("the WebRTC connection closed"))
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio":
+        if track.kind == "audio" and self._receiver is None:  # else its packets go to our jitter buffer
             self._spawn(self._read_remote_audio(track), "remote audio")
 
+    # ------------------------------------------------------------------------------------------
+    # Audio
+
+    @property
+    def jitter(self) -> JitterStats | None:
+        """What the jitter buffer did (None with `concealment` off)."""
+        return self._receiver.buffer.stats if self._receiver is not None else None
+
+    @property
+    def uplink_loss(self) -> float:
+        """The expected uplink loss the encoder protects against (from the far end's reports)."""
+        return self._loss.rate
+
+    def _use_answer_fec(self, answer: str) -> None:
+        encoder = getattr(self.mic, "encoder", None)
+        self.uplink_fec = self.options.concealment and decodes_fec(answer)
+        if encoder is not None:
+            encoder.set_fec(self.uplink_fec, self._loss.rate)
+        log.debug("uplink in-band FEC %s", "on" if self.uplink_fec else "off (the answer does not ask for it)")
+
+    def _on_uplink_loss(self, fraction: float) -> None:
+        rate = self._loss.update(fraction, time.monotonic())
+        encoder = getattr(self.mic, "encoder", None)
+        if encoder is not None and self.uplink_fec and abs(encoder.packet_loss - rate) > 0.001:
+            log.debug("uplink loss %.1f %% reported: FEC for %.0f %%", fraction * 100, rate * 100)
+            encoder.set_packet_loss(rate)
+
+    def _on_packet(self, now: float) -> None:
+        """An RTP packet of the service's audio arrived (what the media watchdog watches)."""
+        self._last_rtp = now
+        if self._reply_active():
+            self._last_reply_t = now
+        elif now - self._last_reply_t > 1.0:
+            # a second of audio outside any reply (not the head of a reply that beat its event)
+            self._frames_between_replies += 1
+            self.rtp_continuous = self._frames_between_replies >= 50
+        if self.timings.first_rtp is None:
+            self.timings.first_rtp = now
+
+    def _on_decoded(self, samples: Any) -> None:
+        """A 20 ms frame out of the jitter buffer (decoded, FEC-recovered or concealed)."""
+        self.frames_received += 1
+        if self.on_remote_audio is not None:
+            self.on_remote_audio(frame_from_pcm(samples, 48000))
+
     async def _read_remote_audio(self, track: MediaStreamTrack) -> None:
+        """aiortc's decoded frames (with `concealment` off)."""
         while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            now = time.monotonic()
-            self._last_rtp = now
-            if self._reply_active():
-                self._last_reply_t = now
-            elif now - self._last_reply_t > 1.0:
-                # a second of audio outside any reply (not the head of a reply that beat its event)
-                self._frames_between_replies += 1
-                self.rtp_continuous = self._frames_between_replies >= 50
-            if self.timings.first_rtp is None:
-                self.timings.first_rtp = now
+            self._on_packet(time.monotonic())
             self.frames_received += 1
             if self.on_remote_audio is not None:
                 self.on_remote_audio(frame)  # type: ignore[arg-type]
@@ -448,6 +510,8 @@ class VoiceLiveCall:
                 await asyncio.wait_for(self._control.close(), 2.0)
         for channel in self._channels:
             channel.close()
+        if self._receiver is not None:
+            self._receiver.close()
         if self._pc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._pc.close(), 3.0)
