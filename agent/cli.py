@@ -120,6 +120,9 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         output_order=args.output_order,
         generation_s=args.generation_s,
         require_headers=parse_headers(args.require_header),
+        network=args.network,
+        network_seed=args.network_seed,
+        fec=not args.no_fec,
         **extra,  # type: ignore[arg-type]
     )
     with contextlib.suppress(KeyboardInterrupt):
@@ -179,6 +182,17 @@ def _cmd_bench_audio(args: argparse.Namespace) -> int:
     ok = all(run["ok"] for run in runs)
     print(json.dumps({"ok": ok, "runs": runs}) if args.json else summarize(runs))
     return 0 if ok else 1
+
+
+def _cmd_bench_network(args: argparse.Namespace) -> int:
+    from .bench.network import run_network_bench, summarize
+
+    _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
+    report = asyncio.run(
+        run_network_bench(args.profile or None, concealment=args.concealment == "on", seed=args.seed)
+    )
+    print(json.dumps(report) if args.json else summarize(report))
+    return 0 if report["ok"] else 1
 
 
 def _cmd_bench_peers(args: argparse.Namespace) -> int:
@@ -308,6 +322,8 @@ def parse_faults(items: Sequence[str]) -> Faults:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .netsim.profiles import PROFILES as NETWORK_PROFILES
+
     parser = argparse.ArgumentParser(prog="voice-agent", description="Hands-free voice agent for Azure Voice Live")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -361,6 +377,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="VERSION",
         help="accept this api-version (repeatable; default: the client's default)",
+    )
+    emu.add_argument(
+        "--network",
+        choices=list(NETWORK_PROFILES),
+        default="clean",
+        help="a simulated network between the clients and the emulator: "
+        + "; ".join(f"{p.name}: {p.description}" for p in NETWORK_PROFILES.values()),
+    )
+    emu.add_argument("--network-seed", type=int, default=1, help="seed of the network's losses and delays")
+    emu.add_argument(
+        "--no-fec",
+        action="store_true",
+        help="negotiate no Opus in-band FEC (a service that neither sends nor decodes it)",
     )
     emu.add_argument("-v", "--verbose", action="store_true")
     emu.set_defaults(func=_cmd_emulator)
@@ -460,6 +489,25 @@ def build_parser() -> argparse.ArgumentParser:
         "after it while the emulator answers 500 ms late, a long question, and a barge-in over its reply. "
         "Needs espeak-ng.",
     )
+    bnet = _bench_parser(
+        benches,
+        "network",
+        _cmd_bench_network,
+        help="one call per simulated network (clean, wifi, wifi-bad, drop, outage): loss, concealment, holes, "
+        "jitter delay, FEC both ways, link drops",
+        description="Per profile, the emulator in its own process with --network PROFILE (a user-space UDP relay "
+        "on 127.0.0.1 drops and delays the call's datagrams both ways; outage also stalls the WebSocket) and the "
+        "agent with real ALSA devices: the wake word, a command, a spoken reply. Prints what the network took, "
+        "what the jitter buffer recovered and concealed, holes heard, the reply as heard against as sent, "
+        "the jitter buffer's delay, underruns, the uplink's FEC at the emulator, CPU; for drop whether the call "
+        "and the reply went on, for outage how fast the call ended and whether the next wake word connects. "
+        "Exit code 1 if a profile's call did not run. Needs espeak-ng.",
+    )
+    bnet.add_argument("--profile", action="append", default=[], choices=list(NETWORK_PROFILES),
+                      help="only this profile (repeatable; default all)")
+    bnet.add_argument("--concealment", choices=("on", "off"), default="on",
+                      help="off: aiortc's jitter buffer and decoder, no FEC (the code before concealment)")
+    bnet.add_argument("--seed", type=int, default=1, help="the network's seed")
     baudio.add_argument("--answer-delay", type=float, default=0.5, help="the emulator's answer delay (s)")
     baudio.add_argument(
         "--output-order",

@@ -16,7 +16,9 @@ import logging
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 
+from ..netsim.udp import UdpRelay
 from ..voicelive.ice import LOOPBACK, host_addresses
+from ..voicelive.opus_sdp import with_opus_params
 from .tracks import ReplyTrack
 
 log = logging.getLogger(__name__)
@@ -99,14 +101,27 @@ def opus_codecs() -> list:
     return [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
 
 
-async def answer_offer(pc: RTCPeerConnection, offer: str, track: ReplyTrack, *, ice_loopback: bool) -> str:
+async def answer_offer(
+    pc: RTCPeerConnection,
+    offer: str,
+    track: ReplyTrack,
+    *,
+    ice_loopback: bool,
+    relay: UdpRelay | None = None,
+    fec: bool = True,
+) -> str:
     """Apply the offer on `pc` (handlers already registered), send `track`, return the SDP answer.
 
     The transceiver is added before the offer is applied so that aiortc binds the offer's audio m-line to
     it, with the Opus-only preference already in place: aiortc picks the answer's codecs when it applies
     the remote offer, not when it creates the answer.
+
+    With a `relay` (a simulated network), the two sides are told each other's candidate is the relay's.
+    With `fec`, the answer says the emulator decodes in-band FEC (`useinbandfec=1`, as libwebrtc answers).
     """
     offer = check_offer(offer, ice_loopback=ice_loopback)
+    if relay is not None:
+        offer = relay.relay_offer(offer)
     transceiver = pc.addTransceiver(track, direction="sendrecv")
     transceiver.setCodecPreferences(opus_codecs())
     try:
@@ -116,4 +131,9 @@ async def answer_offer(pc: RTCPeerConnection, offer: str, track: ReplyTrack, *, 
             await pc.setLocalDescription(answer)
     except Exception as exc:
         raise OfferError("bad_sdp", f"The SDP offer could not be applied: {exc}") from None
-    return pc.localDescription.sdp
+    answer_sdp = pc.localDescription.sdp
+    if fec:
+        answer_sdp = with_opus_params(answer_sdp, {"minptime": "10", "useinbandfec": "1"})
+    if relay is not None:
+        answer_sdp = relay.relay_answer(answer_sdp)
+    return answer_sdp

@@ -17,6 +17,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from ..netsim.network import Network
+from ..netsim.tcp import TcpStall
 from ..voicelive.protocol import CALLS_PATH
 from .handshake import Rejection, Upgrade, check_upgrade
 from .record import write_call_record
@@ -48,6 +50,9 @@ class Emulator:
         self.calls: list[EmulatorCall] = []
         self._server: Server | None = None
         self._upgrades: dict[ServerConnection, Upgrade] = {}
+        #: The simulated network between the clients and the emulator (`settings.network`).
+        self.network = Network(settings.network, settings.network_seed)
+        self._stall: TcpStall | None = None
 
     @property
     def faults(self) -> Faults:
@@ -57,6 +62,8 @@ class Emulator:
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("the emulator is not started")
+        if self._stall is not None:
+            return self._stall.port
         return int(self._server.sockets[0].getsockname()[1])
 
     @property
@@ -73,10 +80,11 @@ class Emulator:
     async def start(self) -> None:
         if self._server is not None:
             return
+        stalls = self.network.profile.drop_websocket
         self._server = await serve(
             self._handle,
             self.settings.host,
-            self.settings.port,
+            0 if stalls else self.settings.port,
             process_request=self._process_request,
             select_subprotocol=_select_subprotocol,
             max_size=MAX_MESSAGE_BYTES,
@@ -84,6 +92,12 @@ class Emulator:
             logger=WS_LOG,
             ssl=self._ssl_context(),
         )
+        if stalls:  # the WebSocket crosses the simulated link too
+            inner = int(self._server.sockets[0].getsockname()[1])
+            self._stall = TcpStall(self.network, inner, self.settings.host, self.settings.port)
+            await self._stall.start()
+        if self.network.impaired:
+            log.info("simulated network: %s (%s)", self.network.profile.name, self.network.profile.description)
         log.info("Voice Live emulator listening on %s", self.url)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -96,6 +110,9 @@ class Emulator:
     async def stop(self) -> None:
         """Close every call, then the server."""
         await asyncio.gather(*(call.close(1001, "emulator stopping") for call in self.calls))
+        if self._stall is not None:
+            await self._stall.stop()
+            self._stall = None
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -121,7 +138,7 @@ class Emulator:
 
     async def _handle(self, connection: ServerConnection) -> None:
         upgrade = self._upgrades.pop(connection)
-        call = EmulatorCall(connection, upgrade, self.settings)
+        call = EmulatorCall(connection, upgrade, self.settings, self.network)
         self.calls.append(call)
         try:
             await call.run()

@@ -36,8 +36,12 @@ from av import AudioFrame
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from ..netsim.network import Network
+from ..netsim.udp import UdpRelay
 from ..voicelive.ice import rtc_configuration
+from ..voicelive.opus_sdp import decodes_fec
 from ..voicelive.protocol import DATA_CHANNEL_LABEL, FORBIDDEN_SESSION_KEYS, new_event_id
+from ..voicelive.receive import LossEstimator, watch_loss_reports
 from ..voicelive.session_fields import unknown_session_fields
 from . import events
 from .handshake import Upgrade
@@ -45,6 +49,7 @@ from .negotiation import OfferError, answer_offer
 from .replies import Reply, beep_reply, file_reply, parrot_reply, transcript_deltas, usage
 from .settings import EmulatorSettings
 from .tracks import RATE, Playback, ReplyTrack
+from .uplink import UplinkReceiver, UplinkStats
 from .vad import EnergyVad, VadEvent
 
 log = logging.getLogger(__name__)
@@ -83,8 +88,11 @@ class _Response:
 class EmulatorCall:
     """The record and the logic of one accepted WebSocket."""
 
-    def __init__(self, ws: ServerConnection, upgrade: Upgrade, settings: EmulatorSettings) -> None:
+    def __init__(
+        self, ws: ServerConnection, upgrade: Upgrade, settings: EmulatorSettings, network: Network | None = None
+    ) -> None:
         self._ws = ws
+        self._network = network
         self._settings = settings
         self.upgrade = upgrade
         self.rtc_call_id: str | None = None
@@ -115,7 +123,12 @@ class EmulatorCall:
         self.close_reason: str | None = None
 
         self._pc: RTCPeerConnection | None = None
-        self._track = ReplyTrack(settings.faults)
+        self._track = ReplyTrack(settings.faults, network.reply_started if network is not None else None)
+        self._relay: UdpRelay | None = None
+        self._uplink: UplinkReceiver | None = None
+        self._loss = LossEstimator()
+        #: The client asked for in-band FEC (its offer's useinbandfec=1) and the emulator sends it.
+        self.downlink_fec = False
         self._channel: RTCDataChannel | None = None
         self._data_queue: deque[tuple[str, Event | None]] = deque(maxlen=DATA_QUEUE_LIMIT)
         self._control_queue: asyncio.Queue[str] = asyncio.Queue()
@@ -152,6 +165,24 @@ class EmulatorCall:
     def rtp_stopped_t(self) -> float | None:
         """When the `stop_rtp_after_s` fault stopped RTP, if it did."""
         return self._track.rtp_stopped_t
+
+    def network_record(self) -> dict[str, Any] | None:
+        """The simulated network's profile and counters (all its calls so far), or None without one."""
+        net = self._network
+        if net is None or not net.impaired:
+            return None
+        return {
+            "profile": net.profile.name,
+            "down": net.down.as_dict(),
+            "up": net.up.as_dict(),
+            "drop_start_t": net.drop_start,
+            "drop_end_t": net.drop_end,
+        }
+
+    @property
+    def uplink_stats(self) -> UplinkStats | None:
+        """What the caller's packets lost, and what FEC and concealment made of it."""
+        return self._uplink.stats if self._uplink is not None else None
 
     @property
     def peer_connection(self) -> RTCPeerConnection | None:
@@ -206,6 +237,10 @@ class EmulatorCall:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._track.stop()
+        if self._uplink is not None:
+            self._uplink.close()
+        if self._relay is not None:
+            self._relay.close()
         if self._pc is not None:
             try:
                 await self._pc.close()
@@ -419,8 +454,18 @@ class EmulatorCall:
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
         self._pc = pc
+        if self._network is not None and self._network.impaired:
+            self._relay = UdpRelay(self._network)
+            await self._relay.open()
         try:
-            answer = await answer_offer(pc, offer, self._track, ice_loopback=self._settings.ice_loopback)
+            answer = await answer_offer(
+                pc,
+                offer,
+                self._track,
+                ice_loopback=self._settings.ice_loopback,
+                relay=self._relay,
+                fec=self._settings.fec,
+            )
         except OfferError as exc:
             log.info("offer refused: %s", exc.message)
             self._pc = None
@@ -435,6 +480,7 @@ class EmulatorCall:
                 log.info("fault no_data_channel: SCTP not started")
 
             pc.sctp.start = never_start  # type: ignore[method-assign]
+        self._use_fec(pc, offer)
         self.rtc_call_id = new_event_id("rtc")
         if session:
             self._apply_session(session)
@@ -618,11 +664,32 @@ class EmulatorCall:
         while self._data_queue and self._channel is not None and self._channel.readyState == "open":
             self._channel_send(*self._data_queue.popleft())
 
+    def _use_fec(self, pc: RTCPeerConnection, offer: str) -> None:
+        """FEC in the reply when the offer asks for it (and `fec` is on), sized by the client's reports."""
+        self.downlink_fec = self._settings.fec and decodes_fec(offer)
+        self._track.use_fec(self.downlink_fec, self._loss.rate)
+        sender = next((t.sender for t in pc.getTransceivers() if t.sender.track is self._track), None)
+        if sender is not None and self.downlink_fec:
+            watch_loss_reports(sender, self._on_downlink_loss)
+
+    def _on_downlink_loss(self, fraction: float) -> None:
+        self._track.encoder.set_packet_loss(self._loss.update(fraction, time.monotonic()))
+
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "audio":
             return
         self._time_first_packet(track)
-        self._spawn(self._receive_audio(track), "receive-audio")
+        pc = self._pc
+        receiver = next((t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None) if pc else None
+        if receiver is not None:
+            self._uplink = UplinkReceiver(receiver, self._on_decoded)
+        else:
+            self._spawn(self._receive_audio(track), "receive-audio")
+
+    def _on_decoded(self, mono: np.ndarray) -> None:
+        if self.first_rtp_t is None:
+            self.first_rtp_t = time.monotonic()
+        self._on_audio(mono)
 
     def _time_first_packet(self, track: MediaStreamTrack) -> None:
         """Note when the caller's first RTP packet arrives: what a latency figure "at the service"
@@ -642,6 +709,7 @@ class EmulatorCall:
         receiver._handle_rtp_packet = first_packet  # type: ignore[method-assign]
 
     async def _receive_audio(self, track: MediaStreamTrack) -> None:
+        """aiortc's decoded frames: only for a track whose receiver could not be taken over."""
         warned = False
         while True:
             try:

@@ -110,6 +110,14 @@ class EmulatorSettings:
     #: (its event timeline, in time.monotonic(), which is system-wide) here when it ends: so a client in
     #: another process (a benchmark measuring its own CPU) can check what arrived and when.
     record_dir: Path | None = None
+    #: A simulated network between the client and the emulator (agent.netsim.profiles): "clean" (none),
+    #: "wifi", "wifi-bad", "drop", "outage". Seeded: the same seed gives the same losses and delays.
+    network: str = "clean"
+    network_seed: int = 1
+    #: Negotiate Opus in-band FEC as a libwebrtc-based service does: answer `useinbandfec=1` (the emulator
+    #: decodes FEC from what the client sends) and put FEC in the reply when the offer asks for it. False:
+    #: a service that does neither (the client must then conceal without FEC and send none).
+    fec: bool = True
     #: Serve wss:// with this certificate and key (see `tls.make_test_ca`); None serves ws://.
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -123,5 +131,8 @@ class EmulatorSettings:
             raise ValueError("api_versions must name at least one version")
         if self.output_order not in OUTPUT_ORDERS:
             raise ValueError(f"output_order must be one of {', '.join(OUTPUT_ORDERS)}, not {self.output_order!r}")
+        from ..netsim.profiles import profile
+
+        profile(self.network)  # raises ValueError naming the profiles
         if self.generation_s < 0:
             raise ValueError("generation_s must be >= 0")

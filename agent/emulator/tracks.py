@@ -6,6 +6,11 @@ paced at real time like aiortc's own `AudioStreamTrack`, plays one `Playback` at
 wait their turn, like the service's output buffer), and otherwise sends digital silence. The
 `stop_rtp_after_s` fault makes `recv()` hang mid-reply, which stops RTP for good, the way a stalled media
 server would.
+
+The track encodes its own Opus (libopus, one channel of speech, as a libwebrtc-based service sends), so
+that it can put in-band FEC into its packets when the client's offer asks for it (`useinbandfec=1`), sized
+by the loss the client's receiver reports, as libwebrtc's encoder does; aiortc's own encoder can do
+neither. aiortc only packetises the packets.
 """
 
 from __future__ import annotations
@@ -14,17 +19,21 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 
+import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import AudioFrame
 
-from ..voicelive.media import FRAME_SAMPLES, RATE, TIME_BASE
+from ..audio.opus import OpusUplinkEncoder
+from ..voicelive.media import FRAME_SAMPLES, RATE
 from .settings import Faults
 
 log = logging.getLogger(__name__)
 
-
+#: The reply's bitrate: one channel of speech at 48 kHz. At 40 kbit/s libopus (1.5, 1.6) carries in-band
+#: FEC at every expected loss; at 32 kbit/s full-band it drops FEC below about 7 %.
+REPLY_BITRATE = 40000
 
 class Playback:
     """One reply's audio in the emulator's output buffer. Events tell the session when its first and last
@@ -63,9 +72,12 @@ class ReplyTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, faults: Faults) -> None:
+    def __init__(self, faults: Faults, on_reply_start: Callable[[], None] | None = None) -> None:
         super().__init__()
         self._faults = faults
+        self._on_reply_start = on_reply_start
+        #: Encodes what is sent; `use_fec` turns in-band FEC on once the offer asked for it.
+        self.encoder = OpusUplinkEncoder(RATE, bitrate=REPLY_BITRATE)
         self._queue: deque[Playback] = deque()
         self._start: float | None = None
         self._timestamp = 0
@@ -118,7 +130,10 @@ class ReplyTrack(MediaStreamTrack):
         await self._stopped.wait()
         raise MediaStreamError
 
-    async def recv(self) -> AudioFrame:
+    def use_fec(self, on: bool, packet_loss: float = 0.01) -> None:
+        self.encoder.set_fec(on, packet_loss)
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
         if self.readyState != "live":
             raise MediaStreamError
         if self.rtp_stopped_t is not None:
@@ -153,13 +168,13 @@ class ReplyTrack(MediaStreamTrack):
             if playback.first_frame_t is None:
                 playback.first_frame_t = now
                 playback.started.set()
+                if self._on_reply_start is not None:
+                    self._on_reply_start()
             if playback.position >= playback.end:
                 self._queue.popleft()
                 playback.finished.set()
 
-        frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._timestamp
-        frame.time_base = TIME_BASE
+        self.encoder.pts = self._timestamp
+        packet = self.encoder.encode(chunk)
         self.frames_sent += 1
-        return frame
+        return packet
