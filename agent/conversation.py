@@ -110,6 +110,12 @@ class ConversationResult:
     t_reply_ends: list[float] = field(default_factory=list)
     #: Replies heard (a service without a data channel sends no `response.done`: they still count).
     replies_heard: int = 0
+    #: When the call ended (monotonic), and what the reply's jitter buffer did (None: concealment off).
+    t_ended: float | None = None
+    jitter: dict[str, float | int] | None = None
+    #: The uplink carried in-band FEC (the service's answer asked for it), for this expected loss at the end.
+    uplink_fec: bool = False
+    uplink_loss: float = 0.0
 
 
 class Conversation:
@@ -273,6 +279,9 @@ class Conversation:
             mic.stop()
             await call.hangup(result.end_reason or "hang-up")
             self.speaker.flush()  # nothing of this call plays after it
+            result.t_ended = call.timings.ended
+            result.jitter = call.jitter.summary() if call.jitter is not None else None
+            result.uplink_fec, result.uplink_loss = call.uplink_fec, call.uplink_loss
         if call.end_error is not None and not result.ok:
             result.error_kind, result.error = call.end_error.kind, str(call.end_error)
             result.exception = call.end_error
