@@ -75,6 +75,9 @@ class Agent:
         self._triggers: asyncio.Queue[Trigger] = asyncio.Queue(maxsize=1)
         #: The next call's peer connection and offer, made while idle (agent.voicelive.call.PreparedOffer).
         self._next_offer: asyncio.Task[PreparedOffer] | None = None
+        #: The last call ended on a network error: the offer prepared after it is not trusted.
+        self._offer_suspect = False
+        self.offers_remade = 0
         self.publisher: Publisher | None = None  # metrics and status files (agent.metrics), when configured
         conv = config.conversation
         self.retry = RetryPolicy(Backoff(conv.backoff_initial_s, conv.backoff_max_s))
@@ -170,10 +173,19 @@ class Agent:
         if task is None:
             return None
         try:
-            return await task
+            offer = await task
         except Exception as exc:  # the call makes its own then
             log.warning("could not prepare the next call's offer: %r", exc)
             return None
+        if self._offer_suspect:
+            # Made while the network was failing: its candidates may be missing or gone (no server-reflexive
+            # one, an address the link lost). The call gathers afresh; a few ms on the host's own addresses.
+            self._offer_suspect = False
+            self.offers_remade += 1
+            log.info("the prepared offer dates from a network failure: making the call's offer afresh")
+            await offer.close()
+            return None
+        return offer
 
     async def _drop_offer(self) -> None:
         offer = await self._take_offer()
@@ -271,6 +283,7 @@ class Agent:
                 self.states.apply(Input.RECOVERED, cause="conversation over")
             self.results.append(result)
             self.conversations_done += 1
+            self._offer_suspect = result.error_kind == "network"
             self._prepare_next_offer()
             done += 1
         return list(self.results)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..netsim.profiles import Profile, profile
 from ..voicelive.auth import Secret
 from ..voicelive.protocol import DEFAULT_API_VERSION
 
@@ -112,7 +113,7 @@ class EmulatorSettings:
     record_dir: Path | None = None
     #: A simulated network between the client and the emulator (agent.netsim.profiles): "clean" (none),
     #: "wifi", "wifi-bad", "drop", "outage". Seeded: the same seed gives the same losses and delays.
-    network: str = "clean"
+    network: str | Profile = "clean"
     network_seed: int = 1
     #: Negotiate Opus in-band FEC as a libwebrtc-based service does: answer `useinbandfec=1` (the emulator
     #: decodes FEC from what the client sends) and put FEC in the reply when the offer asks for it. False:
@@ -131,8 +132,7 @@ class EmulatorSettings:
             raise ValueError("api_versions must name at least one version")
         if self.output_order not in OUTPUT_ORDERS:
             raise ValueError(f"output_order must be one of {', '.join(OUTPUT_ORDERS)}, not {self.output_order!r}")
-        from ..netsim.profiles import profile
-
-        profile(self.network)  # raises ValueError naming the profiles
+        if isinstance(self.network, str):
+            profile(self.network)  # raises ValueError naming the profiles
         if self.generation_s < 0:
             raise ValueError("generation_s must be >= 0")

@@ -33,8 +33,8 @@ class LinkCounters:
 class Network:
     """Shared by the emulator's relays: the profile, the seed, the drop and the counters."""
 
-    def __init__(self, name: str = "clean", seed: int = 1) -> None:
-        self.profile: Profile = profile(name)
+    def __init__(self, name: str | Profile = "clean", seed: int = 1) -> None:
+        self.profile: Profile = name if isinstance(name, Profile) else profile(name)
         self.seed = seed
         self.drop_start: float | None = None
         self.drop_end: float | None = None

@@ -91,7 +91,8 @@ class Impairment:
             return -1
         mean_burst = (p.burst[0] + p.burst[1]) / 2
         mean_gap = mean_burst / p.loss - mean_burst  # good packets between bursts, on average
-        return int(self._rng.expovariate(1 / mean_gap)) if mean_gap > 0 else 0
+        # at least one packet gets through between bursts, so a burst is never longer than `burst` allows
+        return 1 + int(self._rng.expovariate(1 / (mean_gap - 1))) if mean_gap > 1 else 1
 
     def _lose(self) -> bool:
         if self._burst_left > 0:

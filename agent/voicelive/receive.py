@@ -30,13 +30,13 @@ from .media import FRAME_S
 
 log = logging.getLogger(__name__)
 
-_JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+JITTER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 
 #: A tick this late catches up at most this many frames at once; later than that, the clock restarts.
 MAX_CATCH_UP = 5
 
 
-class _PacketTap:
+class PacketTap:
     """Stands in for aiortc's audio `JitterBuffer` inside an `RTCRtpReceiver`: takes every packet and
     returns no frame, so aiortc decodes nothing."""
 
@@ -59,8 +59,8 @@ class AudioReceiver:
         settings: JitterSettings | None = None,
         on_packet: Callable[[float], None] | None = None,
     ) -> None:
-        if not hasattr(receiver, _JITTER_ATTR):
-            raise RuntimeError(f"this aiortc's RTCRtpReceiver has no {_JITTER_ATTR}: the receive path needs updating")
+        if not hasattr(receiver, JITTER_ATTR):
+            raise RuntimeError(f"this aiortc's RTCRtpReceiver has no {JITTER_ATTR}: the receive path needs updating")
         self.decoder = libopus.Decoder(48000, 1)
         self.buffer = JitterBuffer(self.decoder, settings, has_fec=libopus.packet_has_fec)
         self._on_frame = on_frame
@@ -69,7 +69,7 @@ class AudioReceiver:
         self._timer: asyncio.TimerHandle | None = None
         self._t_next = 0.0
         self._closed = False
-        setattr(receiver, _JITTER_ATTR, _PacketTap(self._packet))
+        setattr(receiver, JITTER_ATTR, PacketTap(self._packet))
 
     def _packet(self, packet: Any) -> None:
         if self._closed:
