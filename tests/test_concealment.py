@@ -45,7 +45,7 @@ def play(
     until: float | None = None,
 ) -> tuple[JitterBuffer, list[np.ndarray], list[str]]:
     """Run a jitter buffer on a simulated clock: packet i arrives at arrivals[i] (None: lost), ticks come
-    every 20 ms from the first arrival on (moved earlier as the buffer asks), frames are collected."""
+    every 20 ms from the first arrival on, frames are collected."""
     jb = JitterBuffer(libopus.Decoder(48000, 1), settings, has_fec=libopus.packet_has_fec)
     events = sorted((t, i) for i, t in enumerate(arrivals) if t is not None)
     t0 = events[0][0]
@@ -62,7 +62,7 @@ def play(
         if frame is not None:
             frames.append(frame)
             kinds.append(jb.last_kind or "")
-        tick += 0.02 - jb.take_advance()
+        tick += 0.02
     return jb, frames, kinds
 
 

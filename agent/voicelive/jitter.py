@@ -15,8 +15,9 @@ browser's NetEq (libwebrtc) is the model here, in its simplest honest form:
   measured delay, not its maximum), the delay follows the bulk of the jitter and lets the rare outlier
   be concealed, instead of growing for every spike. Recovering packet n from FEC needs packet n+1 in
   hand at n's turn: when it is not yet, the buffer expands once and then decodes n from n+1.
-- Below a frame, the delay is trimmed by moving the playout clock itself a few ms earlier
-  (`take_advance`): nothing is dropped, the frames just leave sooner.
+- Only whole quiet frames are taken out. Moving the clock a few ms earlier instead would only move the
+  wait from this buffer into the playout buffer behind it (both are queues in front of one device clock):
+  the sound would come out no sooner, with less margin for the next late packet.
 - A long gap (a link drop) is not played through frame by frame: once packets come again after more
   than `resync_frames` missing ones, playout jumps to them.
 
@@ -50,8 +51,10 @@ class OpusDecoding(Protocol):
 class JitterSettings:
     """Bounds of the buffer's delay, in ms of audio held before play."""
 
-    #: Delay held before the first frame plays (it then follows the jitter).
-    initial_ms: float = 40.0
+    #: Delay held before the first frame plays (it then follows the jitter): a frame and a half, so a
+    #: clean network settles at about half a frame (the first shrink takes a frame off) and a jittery one
+    #: grows from there.
+    initial_ms: float = 30.0
     #: The most it may hold; packets beyond are dropped (the oldest first, by moving the playout on).
     max_ms: float = 400.0
     #: Spare wait the latest packets keep (those at `late_quantile`).
@@ -157,7 +160,6 @@ class JitterBuffer:
         self._shift_ms = 0.0  # delay taken out by accelerating since the start (holds recorded before count less)
         self.last_kind: FrameKind | None = None
         self._ticks = 0
-        self._advance_s = 0.0
 
     # -------------------------------------------------------------------------------------------
     # Packets in
@@ -220,10 +222,6 @@ class JitterBuffer:
                 self._next += 1
                 self._shift_ms += FRAME_S * 1000
                 self.stats.accelerated += 1
-        elif spare >= 1.0:
-            step = min(spare, 10.0)  # a few ms at a time: the clock moves, no audio is dropped
-            self._advance_s += step / 1000
-            self._shift_ms += step
         self.last_kind = kind
         self.stats.frames += 1
         return frame
@@ -261,11 +259,6 @@ class JitterBuffer:
     def _record_hold(self, arrival: float, hold_ms: float) -> None:
         self.stats.hold_ms.append(hold_ms)
         self._holds.append((arrival, hold_ms, self._shift_ms))
-
-    def take_advance(self) -> float:
-        """Seconds the playout clock should move earlier (then reset): the sub-frame part of shrinking."""
-        advance, self._advance_s = self._advance_s, 0.0
-        return advance
 
     def _spare_ms(self, now: float) -> float:
         """How much less the packets of the last `window_s` could have waited, all but `late_quantile` of

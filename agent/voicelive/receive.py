@@ -95,7 +95,7 @@ class AudioReceiver:
             frame = self.buffer.tick(now)
             if frame is not None:
                 self._on_frame(frame)
-            self._t_next += FRAME_S - self.buffer.take_advance()
+            self._t_next += FRAME_S
             frames += 1
         self._timer = self._loop.call_at(self._t_next, self._tick)
 
