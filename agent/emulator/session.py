@@ -23,34 +23,30 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import AudioFrame
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from ..netsim.network import Network
 from ..netsim.udp import UdpRelay
 from ..voicelive.ice import rtc_configuration
-from ..voicelive.opus_sdp import decodes_fec
-from ..voicelive.protocol import DATA_CHANNEL_LABEL, FORBIDDEN_SESSION_KEYS, new_event_id
-from ..voicelive.receive import LossEstimator, watch_loss_reports
+from ..voicelive.protocol import FORBIDDEN_SESSION_KEYS, new_event_id
+from ..voicelive.receive import LossEstimator
 from ..voicelive.session_fields import unknown_session_fields
 from . import events
 from .handshake import Upgrade
+from .media import CallMedia
 from .negotiation import OfferError, answer_offer
-from .replies import Reply, beep_reply, file_reply, parrot_reply, transcript_deltas, usage
+from .responses import CallResponses, _Response
 from .settings import EmulatorSettings
-from .tracks import RATE, Playback, ReplyTrack
+from .tracks import ReplyTrack
 from .uplink import UplinkReceiver, UplinkStats
-from .vad import EnergyVad, VadEvent
+from .vad import EnergyVad
 
 log = logging.getLogger(__name__)
 
@@ -58,34 +54,11 @@ Event = dict[str, Any]
 
 #: Data-channel events kept while the channel is not open yet; beyond this the oldest are dropped.
 DATA_QUEUE_LIMIT = 1000
-#: Mic audio kept for `received_audio()` and parrot replies (at 96 kB/s, a long demo would grow forever).
-MAX_RECORDED_AUDIO_S = 600.0
 #: The client event that cuts the reply's audio (WebRTC only; voicelive-webrtc.md section 9).
 OUTPUT_CLEAR = "output_audio_buffer.clear"
 
 
-@dataclass
-class _Response:
-    id: str
-    item_id: str
-    playback: Playback
-    reply: Reply
-    input_s: float
-    created_t: float = 0.0
-    #: Seconds to generate the whole reply (the "webrtc" and "no-buffer-events" orders).
-    generation_s: float = 0.0
-    generating: bool = True
-    task: asyncio.Task[None] | None = None
-
-    def generated_samples(self, now: float) -> int:
-        """How much of the reply's audio exists at `now`: the same fraction as the time spent generating."""
-        total = len(self.reply.samples)
-        if self.generation_s <= 0:
-            return total
-        return min(total, int(total * (now - self.created_t) / self.generation_s))
-
-
-class EmulatorCall:
+class EmulatorCall(CallMedia, CallResponses):
     """The record and the logic of one accepted WebSocket."""
 
     def __init__(
@@ -628,331 +601,3 @@ class EmulatorCall:
             self._cancel_response("client_cancelled")
         else:
             self._clear_output()
-
-    # ----------------------------------------------------------------------------------------------
-    # Peer connection
-
-    def _on_connection_state(self, pc: RTCPeerConnection) -> None:
-        log.debug("peer connection %s", pc.connectionState)
-        if pc.connectionState == "failed" and not self._closing:
-            log.info("peer connection failed: ending the call")
-            self._spawn(self.close(1011, "media connection failed"), "close-failed")
-
-    def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        if self._settings.faults.no_data_channel:
-            log.info("fault no_data_channel: ignoring the client's data channel %r", channel.label)
-            return
-        if channel.label != DATA_CHANNEL_LABEL:
-            # The service lets a channel with another label open, and never uses it.
-            log.info("ignoring a data channel labelled %r (expected %r)", channel.label, DATA_CHANNEL_LABEL)
-            return
-        self._channel = channel
-
-        @channel.on("message")
-        def _on_message(message: str | bytes) -> None:
-            text = message if isinstance(message, str) else message.decode("utf-8", "replace")
-            if not self.data_channel_messages:
-                log.info("ignoring client messages on the data channel (client events go on the WebSocket)")
-            self.data_channel_messages.append(text)
-
-        # aiortc emits "datachannel" for a remote channel once it is already open.
-        log.debug("data channel %r open", channel.label)
-        self._send_fault_messages("data")
-        self._flush_data_queue()
-
-    def _flush_data_queue(self) -> None:
-        while self._data_queue and self._channel is not None and self._channel.readyState == "open":
-            self._channel_send(*self._data_queue.popleft())
-
-    def _use_fec(self, pc: RTCPeerConnection, offer: str) -> None:
-        """FEC in the reply when the offer asks for it (and `fec` is on), sized by the client's reports."""
-        self.downlink_fec = self._settings.fec and decodes_fec(offer)
-        self._track.use_fec(self.downlink_fec, self._loss.rate)
-        sender = next((t.sender for t in pc.getTransceivers() if t.sender.track is self._track), None)
-        if sender is not None and self.downlink_fec:
-            watch_loss_reports(sender, self._on_downlink_loss)
-
-    def _on_downlink_loss(self, fraction: float) -> None:
-        self._track.encoder.set_packet_loss(self._loss.update(fraction, time.monotonic()))
-
-    def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind != "audio":
-            return
-        self._time_first_packet(track)
-        pc = self._pc
-        receiver = next((t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None) if pc else None
-        if receiver is not None:
-            self._uplink = UplinkReceiver(receiver, self._on_decoded)
-        else:
-            self._spawn(self._receive_audio(track), "receive-audio")
-
-    def _on_decoded(self, mono: np.ndarray) -> None:
-        if self.first_rtp_t is None:
-            self.first_rtp_t = time.monotonic()
-        self._on_audio(mono)
-
-    def _time_first_packet(self, track: MediaStreamTrack) -> None:
-        """Note when the caller's first RTP packet arrives: what a latency figure "at the service"
-        means. The first decoded frame (`first_rtp_t`) comes later, once aiortc's jitter buffer has
-        prefetched a few packets. aiortc has no hook for it, so the track's receiver is wrapped."""
-        pc = self._pc
-        receiver = next((t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None) if pc else None
-        if receiver is None:
-            return
-        handle = receiver._handle_rtp_packet
-
-        async def first_packet(packet: Any, arrival_time_ms: int) -> None:
-            if self.first_packet_t is None:
-                self.first_packet_t = time.monotonic()
-            await handle(packet, arrival_time_ms)
-
-        receiver._handle_rtp_packet = first_packet  # type: ignore[method-assign]
-
-    async def _receive_audio(self, track: MediaStreamTrack) -> None:
-        """aiortc's decoded frames: only for a track whose receiver could not be taken over."""
-        warned = False
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            if not isinstance(frame, AudioFrame):
-                continue
-            if frame.sample_rate != RATE and not warned:
-                warned = True
-                log.warning("incoming audio at %d Hz, expected %d: timing will be off", frame.sample_rate, RATE)
-            if self.first_rtp_t is None:
-                self.first_rtp_t = time.monotonic()
-            self._on_audio(to_mono_int16(frame))
-
-    # ----------------------------------------------------------------------------------------------
-    # Turn detection
-
-    def _on_audio(self, mono: np.ndarray) -> None:
-        self._audio.append(mono)
-        self._audio_samples += len(mono)
-        limit = int(MAX_RECORDED_AUDIO_S * RATE)
-        while self._audio_samples - self._audio_dropped > limit and len(self._audio) > 1:
-            self._audio_dropped += len(self._audio.popleft())
-        vad_event = self._vad.process(mono)
-        if vad_event is not None and self._turn_detection() is not None:
-            self._on_vad(vad_event)
-
-    def _on_vad(self, vad_event: VadEvent) -> None:
-        td = self._turn_detection() or {}
-        if vad_event.kind == "start":
-            self._speech_item = new_event_id("item")
-            self._speech_start_ms = vad_event.ms
-            self.speech_started_t.append(time.monotonic())
-            self._emit(events.speech_started(vad_event.ms, self._speech_item))
-            if td.get("interrupt_response", True):
-                self._barge_in()
-            return
-        item_id = self._speech_item or new_event_id("item")
-        self._speech_item = None
-        self.speech_stopped_t.append(time.monotonic())
-        self._emit(events.speech_stopped(vad_event.ms, item_id))
-        self._commit(item_id)
-        self._utterance = (self._speech_start_ms, vad_event.ms)
-        if td.get("create_response", True) and self._active is None:
-            self._start_response(self._reply_to_utterance(), input_s=self._utterance_s())
-
-    def _utterance_s(self) -> float:
-        if self._utterance is None:
-            return 0.0
-        return (self._utterance[1] - self._utterance[0]) / 1000
-
-    def _reply_to_utterance(self) -> Reply:
-        if self._settings.reply_mode == "file":
-            return self._file_reply()
-        if self._utterance is None:
-            return beep_reply()
-        return self._parrot_reply(*self._utterance)
-
-    def _parrot_reply(self, start_ms: int, end_ms: int) -> Reply:
-        td = self._turn_detection() or {}
-        prefix = td.get("prefix_padding_ms", self._settings.prefix_padding_ms)
-        prefix = prefix if isinstance(prefix, int) and prefix >= 0 else self._settings.prefix_padding_ms
-        first = max(0, (start_ms - prefix) * RATE // 1000 - self._audio_dropped)
-        last = max(first, end_ms * RATE // 1000 - self._audio_dropped)
-        return parrot_reply(self._recorded(first, last), (end_ms - start_ms) / 1000)
-
-    def _recorded(self, first: int, last: int) -> np.ndarray:
-        """Samples [first, last) of the kept mic audio, without joining all of it."""
-        parts: list[np.ndarray] = []
-        pos = 0
-        for chunk in self._audio:
-            end = pos + len(chunk)
-            if end > first and pos < last:
-                parts.append(chunk[max(0, first - pos) : min(len(chunk), last - pos)])
-            if end >= last:
-                break
-            pos = end
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
-
-    def _file_reply(self) -> Reply:
-        assert self._settings.reply_wav is not None
-        return file_reply(self._settings.reply_wav)
-
-    # ----------------------------------------------------------------------------------------------
-    # Responses
-
-    def _start_response(self, reply: Reply, input_s: float) -> None:
-        response_id = new_event_id("resp")
-        order = self._settings.output_order
-        response = _Response(
-            id=response_id,
-            item_id=new_event_id("item"),
-            playback=self._track.play(reply.samples, response_id),
-            reply=reply,
-            input_s=input_s,
-            created_t=time.monotonic(),
-            generation_s=min(self._settings.generation_s, reply.duration_s),
-        )
-        self._active = response
-        self.reply_audio.append(reply.samples)
-        self._emit(events.response_created(response.id))
-        if order == "audio-first":
-            response.task = self._spawn(self._play_response(response), f"response-{response.id}")
-            return
-        response.task = self._spawn(self._generate(response), f"generate-{response.id}")
-        self._spawn(self._stream(response, buffer_events=order == "webrtc"), f"stream-{response.id}")
-
-    async def _sleep_until(self, t: float) -> None:
-        await asyncio.sleep(max(0.0, t - time.monotonic()))
-
-    async def _generate(self, response: _Response) -> None:
-        """The "webrtc" orders: transcript deltas while generating, then `response.done` at the end of
-        generation, whatever the audio is doing (it streams on from the buffer)."""
-        deltas = transcript_deltas(response.reply.transcript)
-        for i, delta in enumerate(deltas):
-            await self._sleep_until(response.created_t + response.generation_s * (i + 1) / (len(deltas) + 1))
-            self._emit(events.transcript_delta(response.id, response.item_id, delta))
-        await self._sleep_until(response.created_t + response.generation_s)
-        self._emit(events.transcript_done(response.id, response.item_id, response.reply.transcript))
-        self._end_generation(response, "completed")
-
-    async def _stream(self, response: _Response, *, buffer_events: bool) -> None:
-        """The "webrtc" orders: `output_audio_buffer.started` with the first frame sent, `stopped` after
-        the last (none if the buffer was cleared first: the clear sent `cleared` instead)."""
-        playback = response.playback
-        await playback.started.wait()
-        if playback.first_frame_t is None:
-            return  # nothing of it was ever sent (cleared, or cancelled before any audio existed)
-        self.first_reply_frame_t.append(playback.first_frame_t)
-        if buffer_events:
-            self._emit(events.output_started(response.id))
-        await playback.finished.wait()
-        if buffer_events and not playback.cancelled:
-            self._emit(events.output_stopped(response.id))
-
-    def _end_generation(self, response: _Response, status: Literal["completed", "cancelled"], reason: str = "") -> None:
-        """`response.done`: generation is over. Cancelled, only the audio generated so far stays in the
-        buffer (and streams on); the usage counts that much."""
-        response.generating = False
-        if self._active is response:
-            self._active = None
-        output_s = response.reply.duration_s
-        if status == "cancelled":
-            generated = response.generated_samples(time.monotonic())
-            self._track.truncate(response.playback, generated)
-            output_s = response.playback.end / RATE
-            log.info(
-                "response %s cancelled (%s) with %.2f of %.2f s generated",
-                response.id,
-                reason,
-                output_s,
-                response.reply.duration_s,
-            )
-        self._emit(
-            events.response_done(
-                response.id,
-                status,
-                usage(response.input_s, output_s, response.reply.transcript),
-                reason=reason or None,
-            )
-        )
-
-    def _cancel_generation(self, response: _Response, reason: str) -> None:
-        if not response.generating:
-            return
-        if response.task is not None:
-            response.task.cancel()
-        self._end_generation(response, "cancelled", reason)
-
-    def _clear_output(self) -> None:
-        """Drop the whole output buffer at once: `output_audio_buffer.cleared` for the reply that was
-        streaming. With nothing streaming there is nothing to clear and nothing is sent. A reply still
-        generating keeps generating (only `response.cancel` stops that), but its audio is gone."""
-        for playback in self._track.clear():
-            if playback.first_frame_t is not None:
-                log.info("output buffer cleared after %.2f s of %s", playback.played_s, playback.tag)
-                if self._settings.output_order == "webrtc":
-                    self._emit(events.output_cleared(playback.tag))
-
-    def _barge_in(self) -> None:
-        """Server VAD with `interrupt_response`: the service cancels generation and clears its buffer."""
-        if self._settings.output_order == "audio-first":
-            if self._active is not None:
-                self._cancel_response("turn_detected")
-            return
-        if self._active is not None:
-            self._cancel_generation(self._active, "turn_detected")
-        self._clear_output()
-
-    # "audio-first": the emulator before issue 9, generation in step with the audio.
-
-    async def _play_response(self, response: _Response) -> None:
-        playback = response.playback
-        await playback.started.wait()
-        if playback.cancelled or playback.first_frame_t is None:
-            return
-        self.first_reply_frame_t.append(playback.first_frame_t)
-        self._emit(events.output_started(response.id))
-        transcript = response.reply.transcript
-        for delta in transcript_deltas(transcript):
-            self._emit(events.transcript_delta(response.id, response.item_id, delta))
-        self._emit(events.transcript_done(response.id, response.item_id, transcript))
-        await playback.finished.wait()
-        if playback.cancelled or self._active is not response:
-            return
-        self._active = None
-        self._emit(events.output_stopped(response.id))
-        self._emit(
-            events.response_done(response.id, "completed", usage(response.input_s, playback.duration_s, transcript))
-        )
-
-    def _cancel_response(self, reason: str) -> None:
-        """The "audio-first" order: stop the current reply at once (barge-in, response.cancel, output clear)."""
-        response, self._active = self._active, None
-        if response is None:
-            return
-        if response.task is not None:
-            response.task.cancel()
-        self._track.cancel()
-        playback = response.playback
-        log.info("response %s cancelled (%s) after %.2f s of audio", response.id, reason, playback.played_s)
-        if playback.first_frame_t is not None:
-            self._emit(events.output_cleared(response.id))
-        self._emit(
-            events.response_done(
-                response.id,
-                "cancelled",
-                usage(response.input_s, playback.played_s, response.reply.transcript),
-                reason=reason,
-            )
-        )
-
-
-def to_mono_int16(frame: AudioFrame) -> np.ndarray:
-    """One decoded frame (aiortc gives packed s16 stereo) as mono int16, channels averaged."""
-    samples = frame.to_ndarray()
-    channels = len(frame.layout.channels)
-    if frame.format.is_planar:
-        data = samples.astype(np.int32).mean(axis=0) if channels > 1 else samples.reshape(-1)
-    else:
-        flat = samples.reshape(-1)
-        data = flat.reshape(-1, channels).astype(np.int32).mean(axis=1) if channels > 1 else flat
-    if frame.format.name not in ("s16", "s16p"):
-        log.warning("unexpected sample format %s", frame.format.name)
-    return np.asarray(data).astype(np.int16)
