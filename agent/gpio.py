@@ -9,6 +9,7 @@ loop), through `gpio_errors`.
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Iterator
 
 from .errors import ConfigError
@@ -35,12 +36,30 @@ def gpio_errors(path: str) -> Iterator[None]:
         raise ConfigError(path, f"{type(exc).__name__}: {exc}") from None
 
 
+#: The changes a mock pin remembers: gpiozero's own keep every one (a test aid), about 25 a pin in each
+#: conversation (the LED fades), a leak in a demo, a soak or a service left running on mock pins.
+MOCK_PIN_HISTORY = 256
+
+
+def _bounded_mock_pwm_pin() -> type:
+    from gpiozero.pins.mock import MockPWMPin
+
+    class BoundedMockPWMPin(MockPWMPin):  # type: ignore[misc]
+        """gpiozero's mock PWM pin, its `states` record kept to the last MOCK_PIN_HISTORY changes."""
+
+        def clear_states(self) -> None:  # gpiozero's __init__ calls it too
+            super().clear_states()
+            self.states = deque(self.states, maxlen=MOCK_PIN_HISTORY)
+
+    return BoundedMockPWMPin
+
+
 def setup_pin_factory(pin_factory: str | None) -> None:
     """gpiozero keeps its pin factory in a class attribute; `mock` selects its mock pins (with PWM),
     so the demo and tests drive real gpiozero devices with no GPIO hardware."""
     if pin_factory == "mock":
         from gpiozero import Device
-        from gpiozero.pins.mock import MockFactory, MockPWMPin
+        from gpiozero.pins.mock import MockFactory
 
         if not isinstance(Device.pin_factory, MockFactory):
-            Device.pin_factory = MockFactory(pin_class=MockPWMPin)
+            Device.pin_factory = MockFactory(pin_class=_bounded_mock_pwm_pin())

@@ -42,6 +42,11 @@ class EmulatorProcess:
     key_file: Path  # 0600: how a process of the benchmark's own gets the key (never in its arguments)
 
 
+def _drain(stream: Any) -> None:
+    while stream.read(65536):
+        pass
+
+
 async def start_emulator(key_file: Path, record_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     """`voice-agent emulator` on a free port of 127.0.0.1; returns the process and its ws:// URL."""
     proc = subprocess.Popen(
@@ -57,8 +62,9 @@ async def start_emulator(key_file: Path, record_dir: Path, *extra: str) -> tuple
         line = await asyncio.to_thread(proc.stdout.readline)
         m = re.search(r"listening on (ws://127\.0\.0\.1:\d+)", line)
         if m:
-            # keep draining its output so it never blocks on a full pipe
-            asyncio.get_running_loop().run_in_executor(None, proc.stdout.read)
+            # keep draining its output so it never blocks on a full pipe (and discard it: a read() to
+            # EOF would hold all of it, about 1.5 KB a call, in this process until the emulator exits)
+            asyncio.get_running_loop().run_in_executor(None, _drain, proc.stdout)
             return proc, m.group(1)
         if not line and proc.poll() is not None:
             break
