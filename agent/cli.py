@@ -82,7 +82,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
-    return asyncio.run(run_demo(out_dir=Path(args.out), as_json=args.json, clip=args.clip))
+    return asyncio.run(run_demo(out_dir=Path(args.out), as_json=args.json, clip=args.clip, network=args.network))
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
@@ -336,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     demo.add_argument("--out", default="demo-out", help="folder for the reply WAV (default: ./demo-out)")
     demo.add_argument("--clip", help="a WAV to use as the microphone instead of the built-in phrase")
+    demo.add_argument("--network", choices=list(NETWORK_PROFILES), default="clean",
+                      help="the call over a simulated network (wifi, wifi-bad, drop, outage): listen to the reply "
+                      "in --out on bad Wi-Fi")
     demo.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     demo.set_defaults(func=_cmd_demo)
 

@@ -99,7 +99,7 @@ def demo_config(base: Config, emulator_url: str, mic: Path, out_wav: Path) -> Co
     )
 
 
-async def run_demo(out_dir: Path, as_json: bool = False, clip: str | None = None) -> int:
+async def run_demo(out_dir: Path, as_json: bool = False, clip: str | None = None, network: str = "clean") -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     out_wav = (out_dir / "reply.wav").resolve()
     if clip:
@@ -122,7 +122,7 @@ async def run_demo(out_dir: Path, as_json: bool = False, clip: str | None = None
         tmpdir = Path(tmp)
         use_file_plugin(tmpdir)
         fifo = tmpdir / "mic.fifo"
-        emulator = Emulator(EmulatorSettings(api_key=key, reply_mode="parrot", ice_loopback=True))
+        emulator = Emulator(EmulatorSettings(api_key=key, reply_mode="parrot", ice_loopback=True, network=network))
         await emulator.start()
         config = demo_config(Config(), emulator.url, fifo, out_wav)
         agent = Agent(config, ApiKey(key), ShowLeds())
@@ -131,6 +131,8 @@ async def run_demo(out_dir: Path, as_json: bool = False, clip: str | None = None
                             period_frames=320, then="silence")
         feeder.start()
         say(f"voice-agent demo: emulator on {emulator.url}, microphone {fifo.name} (real time), reply -> {out_wav}")
+        if network != "clean":
+            say(f"  network: {emulator.network.profile.name} ({emulator.network.profile.description})")
         t0 = time.monotonic()
         try:
             await agent.start()
@@ -144,6 +146,10 @@ async def run_demo(out_dir: Path, as_json: bool = False, clip: str | None = None
             calls = list(emulator.calls)
             await emulator.stop()
         summary.update(_summarize(agent, results, calls, out_wav, led_states, time.monotonic() - t0))
+        summary["network"] = {"profile": network, "down": emulator.network.down.as_dict(),
+                              "up": emulator.network.up.as_dict()}  # fmt: skip
+        if results and results[0].jitter is not None:
+            summary["jitter"] = results[0].jitter
     if as_json:
         print(json.dumps(summary))
     else:

@@ -212,3 +212,33 @@ def test_loss_reports_step_the_expected_loss_as_libwebrtc_does() -> None:
         t += 1.0
         est.update(0.0, t)
     assert est.rate == 0.01  # never below the floor
+
+
+async def test_a_failing_frame_consumer_stops_neither_the_clock_nor_the_transport() -> None:
+    """The tap runs inside aiortc's DTLS loop and the clock on the event loop: a consumer that raises
+    (a bug downstream) is logged, and the packets and frames keep coming."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from agent.voicelive.receive import JITTER_ATTR, AudioReceiver
+
+    packets = encode(np.zeros(48000, np.int16), fec=False)
+    receiver = SimpleNamespace(**{JITTER_ATTR: None})
+    calls = {"frames": 0}
+
+    def consume(frame: np.ndarray) -> None:
+        calls["frames"] += 1
+        raise RuntimeError("downstream bug")
+
+    audio = AudioReceiver(receiver, consume)
+    tap = getattr(receiver, JITTER_ATTR)
+    try:
+        for seq, payload in enumerate(packets[:20]):
+            tap.add(SimpleNamespace(sequence_number=seq, _data=payload, payload=payload))
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        bad = SimpleNamespace(sequence_number="not a number", _data=b"x", payload=b"x")
+        assert tap.add(bad) == (False, None) and tap.failures == 1
+    finally:
+        audio.close()
+    assert calls["frames"] >= 10 and audio.failures == calls["frames"]

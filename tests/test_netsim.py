@@ -98,8 +98,9 @@ async def test_udp_relay_between_two_loopback_peers() -> None:
 
 
 def reply_wav(tmp_path: Path, text: str) -> tuple[Path, np.ndarray]:
+    """The emulator's reply, in a file of its own (the harness's speaker writes `reply.wav`)."""
     speech = espeak(text)
-    path = tmp_path / "reply.wav"
+    path = tmp_path / "emulator-reply.wav"
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)

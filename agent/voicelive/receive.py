@@ -38,13 +38,22 @@ MAX_CATCH_UP = 5
 
 class PacketTap:
     """Stands in for aiortc's audio `JitterBuffer` inside an `RTCRtpReceiver`: takes every packet and
-    returns no frame, so aiortc decodes nothing."""
+    returns no frame, so aiortc decodes nothing.
+
+    It runs inside aiortc's DTLS receive loop, where an exception would end the whole transport (audio,
+    data channel and all): a packet whose handling fails is logged and dropped instead."""
 
     def __init__(self, on_packet: Callable[[Any], None]) -> None:
         self._on_packet = on_packet
+        self.failures = 0
 
     def add(self, packet: Any) -> tuple[bool, None]:
-        self._on_packet(packet)
+        try:
+            self._on_packet(packet)
+        except Exception:
+            self.failures += 1
+            if self.failures == 1 or self.failures % 500 == 0:
+                log.exception("handling an RTP packet failed (%d so far): dropped", self.failures)
         return False, None
 
 
@@ -69,6 +78,7 @@ class AudioReceiver:
         self._timer: asyncio.TimerHandle | None = None
         self._t_next = 0.0
         self._closed = False
+        self.failures = 0
         setattr(receiver, JITTER_ATTR, PacketTap(self._packet))
 
     def _packet(self, packet: Any) -> None:
@@ -91,13 +101,19 @@ class AudioReceiver:
         if behind > MAX_CATCH_UP:  # the loop stalled: restart the clock rather than burst
             self._t_next = now
         frames = 0
-        while self._t_next <= now + 0.001 and frames <= MAX_CATCH_UP:
-            frame = self.buffer.tick(now)
-            if frame is not None:
-                self._on_frame(frame)
-            self._t_next += FRAME_S
-            frames += 1
-        self._timer = self._loop.call_at(self._t_next, self._tick)
+        try:
+            while self._t_next <= now + 0.001 and frames <= MAX_CATCH_UP:
+                self._t_next += FRAME_S
+                frames += 1
+                frame = self.buffer.tick(now)
+                if frame is not None:
+                    self._on_frame(frame)
+        except Exception:  # the clock must go on: a stopped clock is a silent call
+            self.failures += 1
+            if self.failures == 1 or self.failures % 500 == 0:
+                log.exception("playing out a frame failed (%d so far)", self.failures)
+        finally:
+            self._timer = self._loop.call_at(self._t_next, self._tick)
 
     def close(self) -> None:
         self._closed = True
