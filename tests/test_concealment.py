@@ -182,6 +182,26 @@ def test_sequence_numbers_wrap() -> None:
     assert all(f is not None for f in out) and jb.stats.lost == 0 and jb.stats.late == 0
 
 
+def test_a_stream_that_starts_over_is_followed() -> None:
+    """New sequence numbers far behind the playout (a sender that restarted its stream) are not "late"
+    forever: playout starts over from them."""
+    packets = encode(np.zeros(48000 * 2, np.int16), fec=False)
+    jb = JitterBuffer(libopus.Decoder(48000, 1), JitterSettings(initial_ms=0))
+    t = 0.0
+    for k in range(40):
+        jb.put(30000 + k, packets[k], t)
+        jb.tick(t + 0.001)
+        t += 0.02
+    kinds = []
+    for k in range(40, 80):  # the same stream, numbered from 1000 now
+        jb.put(1000 + k, packets[k], t)
+        jb.tick(t + 0.001)
+        kinds.append(jb.last_kind)
+        t += 0.02
+    assert jb.stats.restarts == 1 and jb.stats.late == 0
+    assert kinds[1:].count("normal") >= 38
+
+
 def test_offer_asks_for_fec_and_the_answer_is_read() -> None:
     offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 opus/48000/2\r\na=ssrc:1 cname:x\r\n"
     asked = with_opus_params(offer)

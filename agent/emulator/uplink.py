@@ -79,8 +79,10 @@ class ArrivalDecoder:
     def put(self, seq16: int, payload: bytes, now: float) -> None:
         seq = self._seq.extend(seq16)
         self.stats.packets += 1
-        if self._next is None:
+        if self._next is None or self._next - seq > RESYNC_FRAMES * 2:  # the first, or a stream started over
+            self._buffer.clear()
             self._next = seq
+            self._gap_since = None
         if seq < self._next or seq in self._buffer:
             self.stats.late += seq < self._next
             return

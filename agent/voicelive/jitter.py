@@ -65,6 +65,9 @@ class JitterSettings:
     late_quantile: float = 0.05
     #: Missing frames after which playout jumps to the next packet instead of concealing each.
     resync_frames: int = 10
+    #: A packet this many frames behind the playout is no late packet but a stream that started over
+    #: (new sequence numbers): playout starts over from it.
+    restart_frames: int = 50
 
 
 @dataclass
@@ -86,6 +89,8 @@ class JitterStats:
     """Quiet frames dropped to bring the delay down."""
     skipped: int = 0
     """Frames jumped over after a long gap (not concealed one by one)."""
+    restarts: int = 0
+    """The stream's sequence numbers started over (far behind the playout): playout followed them."""
     overflow: int = 0
     frames: int = 0
     #: Per packet: ms from its arrival to its play (the delay the buffer added). Bounded.
@@ -170,6 +175,11 @@ class JitterBuffer:
         self.stats.packets += 1
         if self._first_arrival is None:
             self._first_arrival = arrival
+        if self._next is not None and self._next - seq > self.settings.restart_frames:
+            self.stats.restarts += 1
+            self._buffer.clear()
+            self._next = seq
+            self._highest = seq
         if self._next is not None and seq < self._next:
             self.stats.late += 1
             self._record_hold(arrival, -FRAME_S * 1000 * (self._next - seq))
