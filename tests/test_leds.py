@@ -213,3 +213,26 @@ def test_led_config_errors(leds: dict, path: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
         config_from_dict({"gpio": {"leds": leds}})
     assert info.value.path == path and fragment in str(info.value)
+
+
+def test_mock_pins_remember_a_bounded_history() -> None:
+    """gpiozero's mock pins append every change to a list that never shrinks (a test aid): on the
+    agent's mock factory (the demo's, a service's on `gpio.pin_factory: mock`) they keep the last 256."""
+    from gpiozero import PWMLED, Device
+    from gpiozero.pins.mock import MockFactory
+
+    from agent.gpio import MOCK_PIN_HISTORY, setup_pin_factory
+
+    saved = Device.pin_factory
+    Device.pin_factory = None
+    try:
+        setup_pin_factory("mock")
+        assert isinstance(Device.pin_factory, MockFactory)
+        led = PWMLED(21)
+        for i in range(1000):
+            led.value = (i % 10) / 10
+        assert len(Device.pin_factory.pin(21).states) == MOCK_PIN_HISTORY
+        assert Device.pin_factory.pin(21).states[-1].state == 0.9
+        led.close()
+    finally:
+        Device.pin_factory = saved

@@ -49,9 +49,12 @@ def python_objects() -> int:
 
 
 def clear_mock_history(factory: MockFactory) -> None:
-    """gpiozero's mock pins record every change they see (a test aid, absent on real pins)."""
+    """gpiozero's mock pins record every change they see (a test aid, absent on real pins; the agent's
+    keep the last 256 in a deque, gpiozero's own all in a list): keep only the first."""
     for pin in factory.pins.values():
-        del pin.states[1:]
+        first = pin.states[0]
+        pin.states.clear()
+        pin.states.append(first)
 
 
 async def live(seconds: int, owner: StateOwner, notifier: Notifier, button: Button, factory: MockFactory) -> None:
