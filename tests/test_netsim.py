@@ -232,3 +232,31 @@ def test_no_socket_leaves_loopback() -> None:
 
     asyncio.run(check())
     assert socket.gethostbyname("localhost").startswith("127.")
+
+
+async def test_the_reply_buffer_deepens_on_jitter_and_shrinks_when_the_network_calms(tmp_path: Path) -> None:
+    """On the relay: 40 +- 20 ms of jitter while the reply plays, then the network calms (switched, as a
+    microwave oven stops): the jitter buffer held packets longer in the jittery part, and comes back to
+    a short wait in the calm one (shrinking in the silence the service sends after the reply)."""
+    jittery = Profile("jittery", "40 +- 20 ms", delay_ms=40, jitter_ms=20)
+    wav, _ = reply_wav(tmp_path, "the lighthouse keeper climbed the stairs every evening to light the lamp")
+    settings = EmulatorSettings(api_key=Secret(CANARY), ice_loopback=True, network=jittery, reply_mode="file",
+                                reply_wav=wav)  # fmt: skip
+    async with Emulator(settings) as emu:
+        mic = np.concatenate([np.zeros(8000, np.int16), espeak("tell me about the lighthouse"),
+                              np.zeros(16000 * 30, np.int16)])  # fmt: skip
+        call = new_call(emu, PacedSource(mic), media_timeout_s=5.0)
+        await call.start()
+        try:
+            assert await wait_event(call, "output_audio_buffer.stopped", 25)
+            jitter = call.jitter
+            assert jitter is not None
+            during = list(jitter.hold_ms)[-100:]
+            emu.network.switch("clean")
+            await asyncio.sleep(5.0)
+            after = list(jitter.hold_ms)[-50:]
+        finally:
+            await call.hangup()
+    assert jitter.expanded > 0 and jitter.accelerated > 0
+    assert float(np.median(during)) > 30, np.median(during)
+    assert float(np.median(after)) < 25, (np.median(during), np.median(after))

@@ -39,6 +39,7 @@ class Network:
         self.drop_start: float | None = None
         self.drop_end: float | None = None
         self._calls = 0
+        self._live: list[Impairment] = []  # the open relays' schedules, for `switch`
         #: to the agent (the reply) and from it (the microphone), over all calls
         self.down = LinkCounters()
         self.up = LinkCounters()
@@ -51,7 +52,21 @@ class Network:
         """A new call's two schedules (to the agent, from the agent), each seeded for this call."""
         self._calls += 1
         base = self.seed * 1000 + self._calls * 2
-        return Impairment(self.profile, base), Impairment(self.profile, base + 1)
+        pair = Impairment(self.profile, base), Impairment(self.profile, base + 1)
+        self._live.extend(pair)
+        return pair
+
+    def release(self, schedules: tuple[Impairment, ...]) -> None:
+        """A relay closed: its schedules no longer follow `switch`."""
+        self._live = [s for s in self._live if all(s is not x for x in schedules)]
+
+    def switch(self, name: str | Profile) -> None:
+        """The network changes (a microwave oven starts, or stops): new datagrams of every open call and
+        every later one follow `name`. The link's drop, if one was scheduled, is left as it is."""
+        self.profile = name if isinstance(name, Profile) else profile(name)
+        for schedule in self._live:
+            schedule.switch(self.profile)
+        log.info("network switched to %s (%s)", self.profile.name, self.profile.description)
 
     def dropping(self, now: float | None = None) -> bool:
         if self.drop_start is None or self.drop_end is None:

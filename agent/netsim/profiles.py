@@ -107,6 +107,12 @@ class Impairment:
         self._gap_left -= 1
         return False
 
+    def switch(self, profile: Profile) -> None:
+        """Go on under another profile (the network changes mid-call), from a fresh loss state."""
+        self.profile = profile
+        self._burst_left = 0
+        self._gap_left = self._draw_gap()
+
     def next(self, dropping: bool) -> float | None:
         """The fate of the next datagram: None if lost, else its delay in seconds."""
         self.sent += 1

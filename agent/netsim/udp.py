@@ -108,6 +108,8 @@ class UdpRelay:
         self._pending.add(handle)
 
     def close(self) -> None:
+        if not self._closed:
+            self.network.release((self._down, self._up))
         self._closed = True
         for handle in self._pending:
             handle.cancel()
