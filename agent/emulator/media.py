@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from av import AudioFrame
+from aiortc.mediastreams import MediaStreamTrack
 
 from ..voicelive.opus_sdp import decodes_fec
 from ..voicelive.protocol import DATA_CHANNEL_LABEL, new_event_id
@@ -85,52 +84,23 @@ class CallMedia:
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind != "audio":
             return
-        self._time_first_packet(track)
         pc = self._pc
         receiver = next((t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None) if pc else None
-        if receiver is not None:
-            self._uplink = UplinkReceiver(receiver, self._on_decoded)
-        else:
-            self._spawn(self._receive_audio(track), "receive-audio")
+        if receiver is None:  # aiortc's remote tracks always belong to a transceiver's receiver
+            log.error("no receiver for the caller's audio track: nothing will be heard")
+            return
+        self._uplink = UplinkReceiver(receiver, self._on_decoded, self._on_packet)
+
+    def _on_packet(self, now: float) -> None:
+        """The caller's RTP packets as they arrive: the first is what a latency figure "at the service"
+        means (the first decoded frame, `first_rtp_t`, can come later when a packet is missing)."""
+        if self.first_packet_t is None:
+            self.first_packet_t = now
 
     def _on_decoded(self, mono: np.ndarray) -> None:
         if self.first_rtp_t is None:
             self.first_rtp_t = time.monotonic()
         self._on_audio(mono)
-
-    def _time_first_packet(self, track: MediaStreamTrack) -> None:
-        """Note when the caller's first RTP packet arrives: what a latency figure "at the service"
-        means. The first decoded frame (`first_rtp_t`) comes later, once aiortc's jitter buffer has
-        prefetched a few packets. aiortc has no hook for it, so the track's receiver is wrapped."""
-        pc = self._pc
-        receiver = next((t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None) if pc else None
-        if receiver is None:
-            return
-        handle = receiver._handle_rtp_packet
-
-        async def first_packet(packet: Any, arrival_time_ms: int) -> None:
-            if self.first_packet_t is None:
-                self.first_packet_t = time.monotonic()
-            await handle(packet, arrival_time_ms)
-
-        receiver._handle_rtp_packet = first_packet  # type: ignore[method-assign]
-
-    async def _receive_audio(self, track: MediaStreamTrack) -> None:
-        """aiortc's decoded frames: only for a track whose receiver could not be taken over."""
-        warned = False
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            if not isinstance(frame, AudioFrame):
-                continue
-            if frame.sample_rate != RATE and not warned:
-                warned = True
-                log.warning("incoming audio at %d Hz, expected %d: timing will be off", frame.sample_rate, RATE)
-            if self.first_rtp_t is None:
-                self.first_rtp_t = time.monotonic()
-            self._on_audio(to_mono_int16(frame))
 
     # ----------------------------------------------------------------------------------------------
     # Turn detection
@@ -200,17 +170,3 @@ class CallMedia:
     def _file_reply(self) -> Reply:
         assert self._settings.reply_wav is not None
         return file_reply(self._settings.reply_wav)
-
-
-def to_mono_int16(frame: AudioFrame) -> np.ndarray:
-    """One decoded frame (aiortc gives packed s16 stereo) as mono int16, channels averaged."""
-    samples = frame.to_ndarray()
-    channels = len(frame.layout.channels)
-    if frame.format.is_planar:
-        data = samples.astype(np.int32).mean(axis=0) if channels > 1 else samples.reshape(-1)
-    else:
-        flat = samples.reshape(-1)
-        data = flat.reshape(-1, channels).astype(np.int32).mean(axis=1) if channels > 1 else flat
-    if frame.format.name not in ("s16", "s16p"):
-        log.warning("unexpected sample format %s", frame.format.name)
-    return np.asarray(data).astype(np.int16)

@@ -80,9 +80,10 @@ class EmulatorCall(CallMedia, CallResponses):
         self.data_channel_messages: list[str] = []
         self.sent_events: list[tuple[Literal["control", "data"], Event]] = []
         # Moments, all `time.monotonic()`, for latency measurements in tests and the demo:
-        #: when the first decoded mic frame came out of aiortc (after its ~80 ms receive jitter buffer);
+        #: when the first decoded mic frame came out of the emulator's receiver (`uplink`: decoded on arrival,
+        #: later only when a packet was missing);
         self.first_rtp_t: float | None = None
-        #: When the caller's first RTP packet arrived (before the jitter buffer).
+        #: When the caller's first RTP packet arrived (before decoding).
         self.first_packet_t: float | None = None
         #: when each speech_started / speech_stopped was sent;
         self.speech_started_t: list[float] = []

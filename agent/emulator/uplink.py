@@ -21,7 +21,7 @@ import numpy as np
 from ..audio import libopus
 from ..audio.frames import is_audible
 from ..voicelive.jitter import SequenceNumbers
-from ..voicelive.receive import JITTER_ATTR, PacketTap
+from ..voicelive.receive import PacketTap
 
 #: How long a missing packet is waited for before it counts as lost.
 REORDER_S = 0.08
@@ -140,24 +140,29 @@ class ArrivalDecoder:
 class UplinkReceiver:
     """Takes over one aiortc receiver's packets for an `ArrivalDecoder`, with a timer for gaps."""
 
-    def __init__(self, receiver: Any, on_frame: Callable[[np.ndarray], None]) -> None:
-        if not hasattr(receiver, JITTER_ATTR):
-            raise RuntimeError(f"this aiortc's RTCRtpReceiver has no {JITTER_ATTR}")
+    def __init__(
+        self,
+        receiver: Any,
+        on_frame: Callable[[np.ndarray], None],
+        on_packet: Callable[[float], None] | None = None,
+    ) -> None:
         self.decoder = ArrivalDecoder(on_frame)
+        self._on_packet = on_packet
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        setattr(receiver, JITTER_ATTR, PacketTap(self._packet))
+        PacketTap.install(receiver, self._packet)
 
     @property
     def stats(self) -> UplinkStats:
         return self.decoder.stats
 
-    def _packet(self, packet: Any) -> None:
+    def _packet(self, seq: int, payload: bytes, now: float) -> None:
         if self._closed:
             return
-        payload = getattr(packet, "_data", None) or packet.payload
-        self.decoder.put(packet.sequence_number, bytes(payload), time.monotonic())
+        if self._on_packet is not None:
+            self._on_packet(now)
+        self.decoder.put(seq, payload, now)
         self._arm()
 
     def _arm(self) -> None:

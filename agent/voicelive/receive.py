@@ -41,15 +41,27 @@ class PacketTap:
     returns no frame, so aiortc decodes nothing.
 
     It runs inside aiortc's DTLS receive loop, where an exception would end the whole transport (audio,
-    data channel and all): a packet whose handling fails is logged and dropped instead."""
+    data channel and all): a packet whose handling fails is logged and dropped instead.
 
-    def __init__(self, on_packet: Callable[[Any], None]) -> None:
+    `install` puts one in a receiver; `on_packet` gets each packet's 16-bit sequence number, its Opus
+    payload and the moment it arrived (time.monotonic())."""
+
+    def __init__(self, on_packet: Callable[[int, bytes, float], None]) -> None:
         self._on_packet = on_packet
         self.failures = 0
 
+    @classmethod
+    def install(cls, receiver: Any, on_packet: Callable[[int, bytes, float], None]) -> PacketTap:
+        if not hasattr(receiver, JITTER_ATTR):
+            raise RuntimeError(f"this aiortc's RTCRtpReceiver has no {JITTER_ATTR}: the receive path needs updating")
+        tap = cls(on_packet)
+        setattr(receiver, JITTER_ATTR, tap)
+        return tap
+
     def add(self, packet: Any) -> tuple[bool, None]:
         try:
-            self._on_packet(packet)
+            payload = getattr(packet, "_data", None) or packet.payload
+            self._on_packet(packet.sequence_number, bytes(payload), time.monotonic())
         except Exception:
             self.failures += 1
             if self.failures == 1 or self.failures % 500 == 0:
@@ -68,8 +80,6 @@ class AudioReceiver:
         settings: JitterSettings | None = None,
         on_packet: Callable[[float], None] | None = None,
     ) -> None:
-        if not hasattr(receiver, JITTER_ATTR):
-            raise RuntimeError(f"this aiortc's RTCRtpReceiver has no {JITTER_ATTR}: the receive path needs updating")
         self.decoder = libopus.Decoder(48000, 1)
         self.buffer = JitterBuffer(self.decoder, settings, has_fec=libopus.packet_has_fec)
         self._on_frame = on_frame
@@ -79,14 +89,12 @@ class AudioReceiver:
         self._t_next = 0.0
         self._closed = False
         self.failures = 0
-        setattr(receiver, JITTER_ATTR, PacketTap(self._packet))
+        PacketTap.install(receiver, self._packet)
 
-    def _packet(self, packet: Any) -> None:
+    def _packet(self, seq: int, payload: bytes, now: float) -> None:
         if self._closed:
             return
-        now = time.monotonic()
-        payload = getattr(packet, "_data", None) or packet.payload
-        self.buffer.put(packet.sequence_number, bytes(payload), now)
+        self.buffer.put(seq, payload, now)
         if self._on_packet is not None:
             self._on_packet(now)
         if self._timer is None:
