@@ -8,7 +8,6 @@ import dataclasses
 import itertools
 import socket
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 from agent.audio.frames import is_audible
 from agent.audio.resample import convert_pcm, pcm_of
 from agent.bench.heard import compare
+from agent.bench.speech import write_wav
 from agent.emulator.server import Emulator
 from agent.emulator.settings import EmulatorSettings
 from agent.netsim.network import Network
@@ -100,13 +100,7 @@ async def test_udp_relay_between_two_loopback_peers() -> None:
 def reply_wav(tmp_path: Path, text: str) -> tuple[Path, np.ndarray]:
     """The emulator's reply, in a file of its own (the harness's speaker writes `reply.wav`)."""
     speech = espeak(text)
-    path = tmp_path / "emulator-reply.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(speech.tobytes())
-    return path, speech
+    return write_wav(tmp_path / "emulator-reply.wav", speech), speech
 
 
 async def wait_event(call: object, etype: str, timeout: float) -> bool:

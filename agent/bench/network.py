@@ -25,7 +25,6 @@ import dataclasses
 import os
 import tempfile
 import time
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +34,14 @@ from ..agent import Agent
 from ..audio.fileplugin import FifoFeeder, use_file_plugin
 from ..audio.resample import convert_pcm
 from ..config import Config
+from ..detect import read_wav
 from ..leds import Pattern
 from ..netsim.profiles import PROFILES
 from ..observe import Observer
 from ..voicelive.auth import ApiKey, Secret
 from .common import call_records, emulator_process
 from .heard import compare
-from .speech import espeak, quiet
+from .speech import espeak, quiet, write_wav
 
 REPLY = (
     "the lighthouse keeper climbed the narrow stairs every evening, lit the great lamp, and watched the "
@@ -71,15 +71,6 @@ def _meets(value: Any, op: str, goal: float) -> bool:
     if value is None:
         return False
     return value <= goal if op == "<=" else value >= goal
-
-
-def _read_wav(path: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path)) as w:
-        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-        channels, rate = w.getnchannels(), w.getframerate()
-    if channels > 1:
-        data = data.reshape(-1, channels).mean(axis=1).astype(np.int16)
-    return data, rate
 
 
 async def run_network_bench(
@@ -113,12 +104,7 @@ async def _one_profile(
     with tempfile.TemporaryDirectory(prefix=f"voice-agent-net-{name}-") as tmp:
         tmpdir = Path(tmp)
         use_file_plugin(tmpdir)
-        reply_wav = tmpdir / "reply.wav"
-        with wave.open(str(reply_wav), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(16000)
-            w.writeframes(reply16.tobytes())
+        reply_wav = write_wav(tmpdir / "reply.wav", reply16)
         extra = ("--network", name, "--network-seed", str(seed), "--reply", "file", "--reply-wav", str(reply_wav))
         async with emulator_process(tmpdir, *extra) as emu:
             return await _measure(name, tmpdir, emu.url, emu.key, emu.record_dir, reply16, command16, wake16,
@@ -197,7 +183,7 @@ async def _measure(
     first_record = records[0] if records else {}
     results = agent.results
     first_result = results[0] if results else None
-    heard, rate = _read_wav(tmpdir / "out.wav")
+    heard, rate = read_wav(tmpdir / "out.wav")
     sent = convert_pcm(reply16, 16000, rate)
     cmp = compare(sent, heard, rate)
     jitter = first_result.jitter if first_result is not None else None

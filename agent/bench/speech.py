@@ -35,6 +35,16 @@ def espeak(text: str, voice: str = "en-us", wpm: int = 150) -> np.ndarray:
     return np.frombuffer(_espeak(text, voice, wpm), dtype=np.int16).copy()
 
 
+def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
+    """Mono int16 samples as a 16-bit PCM WAV (a reply for the emulator's `--reply file`)."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(samples, dtype="<i2").tobytes())
+    return path
+
+
 def quiet(seconds: float, level: float = 0.01, seed: int = 0, rate: int = 16000) -> np.ndarray:
     """Low brown noise, a quiet room far below any VAD threshold, to pad speech with."""
     rng = np.random.default_rng(seed)
