@@ -92,7 +92,6 @@ class JitterStats:
     restarts: int = 0
     """The stream's sequence numbers started over (far behind the playout): playout followed them."""
     overflow: int = 0
-    frames: int = 0
     #: Per packet: ms from its arrival to its play (the delay the buffer added). Bounded.
     hold_ms: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=3000))
 
@@ -137,7 +136,6 @@ class SequenceNumbers:
 
 @dataclass(slots=True)
 class _Packet:
-    seq: int
     payload: bytes
     arrival: float
 
@@ -160,7 +158,7 @@ class JitterBuffer:
         self._next: int | None = None  # the extended sequence to play next
         self._first_arrival: float | None = None
         self._highest = -1
-        # (tick time, hold ms, shift when recorded): the shrink decision looks back over these
+        # (arrival time, hold ms, shift when recorded): the shrink decision looks back over these
         self._holds: collections.deque[tuple[float, float, float]] = collections.deque()
         self._shift_ms = 0.0  # delay taken out by accelerating since the start (holds recorded before count less)
         self.last_kind: FrameKind | None = None
@@ -187,7 +185,7 @@ class JitterBuffer:
         if seq in self._buffer:
             self.stats.duplicates += 1
             return
-        self._buffer[seq] = _Packet(seq, payload, arrival)
+        self._buffer[seq] = _Packet(payload, arrival)
         self._highest = max(self._highest, seq)
         limit = int(self.settings.max_ms / (FRAME_S * 1000))
         if self._next is not None and self._highest - min(self._buffer) >= limit:
@@ -202,10 +200,6 @@ class JitterBuffer:
 
     # -------------------------------------------------------------------------------------------
     # Frames out
-
-    @property
-    def started(self) -> bool:
-        return self._next is not None
 
     def buffered_ms(self) -> float:
         if self._next is None or not self._buffer:
@@ -233,7 +227,6 @@ class JitterBuffer:
                 self._shift_ms += FRAME_S * 1000
                 self.stats.accelerated += 1
         self.last_kind = kind
-        self.stats.frames += 1
         return frame
 
     def _frame(self, now: float) -> tuple[np.ndarray, FrameKind]:
