@@ -22,20 +22,13 @@ from pathlib import Path
 import numpy as np
 
 # libopus's constants (opus_defines.h)
-OPUS_OK = 0
 APPLICATION_VOIP = 2048
-APPLICATION_AUDIO = 2049
 SET_BITRATE = 4002
-SET_VBR = 4006
 SET_COMPLEXITY = 4010
 SET_INBAND_FEC = 4012
-GET_INBAND_FEC = 4013
 SET_PACKET_LOSS_PERC = 4014
-GET_PACKET_LOSS_PERC = 4015
-SET_DTX = 4016
 SET_SIGNAL = 4024
 SIGNAL_VOICE = 3001
-GET_LAST_PACKET_DURATION = 4039
 
 #: The longest Opus packet: 120 ms at 48 kHz, per channel.
 MAX_FRAME_SAMPLES = 5760
@@ -80,7 +73,6 @@ def library() -> ctypes.CDLL:
 
 def _declare(lib: ctypes.CDLL) -> None:
     p, i32, c_int = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int
-    lib.opus_get_version_string.restype = ctypes.c_char_p
     lib.opus_strerror.restype = ctypes.c_char_p
     lib.opus_strerror.argtypes = [c_int]
     lib.opus_encoder_create.restype = p
@@ -107,10 +99,6 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.opus_packet_get_nb_channels.restype = c_int
     lib.opus_packet_get_nb_channels.argtypes = [ctypes.c_char_p]
     # opus_encoder_ctl and opus_decoder_ctl are variadic: called with explicit c_int arguments.
-
-
-def version() -> str:
-    return library().opus_get_version_string().decode()
 
 
 def _check(code: int, what: str) -> int:
@@ -157,12 +145,6 @@ class Encoder:
     def _ctl(self, request: int, value: int) -> None:
         _check(self._lib.opus_encoder_ctl(ctypes.c_void_p(self._enc), ctypes.c_int(request), ctypes.c_int(value)),
                f"opus_encoder_ctl({request})")
-
-    def _get(self, request: int) -> int:
-        out = ctypes.c_int32(0)
-        _check(self._lib.opus_encoder_ctl(ctypes.c_void_p(self._enc), ctypes.c_int(request), ctypes.byref(out)),
-               f"opus_encoder_ctl({request})")
-        return out.value
 
     def set_inband_fec(self, on: bool) -> None:
         if on != self.inband_fec:
@@ -266,10 +248,4 @@ def packet_has_fec(packet: bytes) -> bool:
     return any(first & (0x80 >> ((n + 1) * (frames + 1) - 1)) for n in range(channels))
 
 
-def library_path() -> str:
-    """Where the loaded libopus came from (for `check` and logs)."""
-    return getattr(library(), "_name", "?") or "?"
-
-
-__all__ = ["Decoder", "Encoder", "OpusError", "library", "library_path", "packet_has_fec", "version"]
-
+__all__ = ["Decoder", "Encoder", "OpusError", "library", "packet_has_fec"]
