@@ -254,3 +254,29 @@ async def test_the_reply_buffer_deepens_on_jitter_and_shrinks_when_the_network_c
     assert jitter.expanded > 0 and jitter.accelerated > 0
     assert float(np.median(during)) > 30, np.median(during)
     assert float(np.median(after)) < 25, (np.median(during), np.median(after))
+
+
+async def test_a_service_without_fec_gets_none_and_its_losses_are_still_concealed(tmp_path: Path) -> None:
+    """The other form of the answer: a service that neither asks for nor sends FEC (`fec=False`: no
+    useinbandfec in its answer). The agent's uplink then carries no FEC, and the reply's lost packets are
+    concealed by PLC alone, with no hole."""
+    lossy = Profile("lossy", "10 % single losses", loss=0.10)
+    wav, reply16 = reply_wav(tmp_path, "the lighthouse keeper lit the lamp and watched the boats come home")
+    settings = EmulatorSettings(api_key=Secret(CANARY), ice_loopback=True, network=lossy, reply_mode="file",
+                                reply_wav=wav, fec=False)  # fmt: skip
+    async with Emulator(settings) as emu:
+        mic = np.concatenate([np.zeros(8000, np.int16), espeak("tell me a story"), np.zeros(16000 * 20, np.int16)])
+        call = new_call(emu, PacedSource(mic), media_timeout_s=5.0)
+        await call.start()
+        try:
+            assert await wait_event(call, "output_audio_buffer.stopped", 25)
+            await asyncio.sleep(0.4)
+        finally:
+            await call.hangup()
+        assert not call.uplink_fec and not emu.calls[0].downlink_fec
+        up = emu.calls[0].uplink_stats
+        assert up is not None and up.lost > 0 and up.fec_recovered == 0
+        jitter = call.jitter
+        assert jitter is not None and jitter.lost > 5 and jitter.fec_recovered == 0 and jitter.concealed >= jitter.lost
+        heard = compare(convert_pcm(reply16, 16000, 48000), remote_mono(call.received), 48000)  # type: ignore[attr-defined]
+        assert heard.holes == 0
