@@ -20,6 +20,7 @@ from collections import deque
 
 from .audio.capture import AlsaCapture
 from .audio.earcons import Earcons
+from .audio.echo import make_echo
 from .audio.playback import AlsaPlayback
 from .audio.preroll import CallAudio, PrerollBuffer
 from .backoff import Backoff
@@ -60,6 +61,9 @@ class Agent:
         self.playback = AlsaPlayback(config.audio.playback, on_written=self.observer.playback_written)
         if self.capture.period_s <= self.playback.period_s:  # a read at least every playback period
             self.capture.duplex = self.playback  # in a call, one thread wake per period for both devices
+        echo = make_echo(config.audio.echo, config.audio.capture.rate)
+        if echo is not None:  # the speaker tells the canceller what it played; the microphone asks it
+            self.playback.reference, self.capture.echo = echo
         self.preroll = PrerollBuffer(config.audio.preroll_s + WAKE_PHRASE_S)
         self.earcons = Earcons(config.audio.earcons)
         setup_pin_factory(config.gpio.pin_factory)
@@ -125,6 +129,8 @@ class Agent:
         """Load the models, open the devices, start listening. Raises ConfigError for a bad model."""
         limit_malloc_arenas()  # before the agent's threads start (see agent.memory)
         self.leds.show(pattern_for(self.states.snapshot))
+        if self.capture.echo is not None:
+            await asyncio.to_thread(self.capture.echo.load)
         wake = self.config.wake
         self.detector = await asyncio.to_thread(WakeWordDetector, wake)
         if wake.stop_word is not None:

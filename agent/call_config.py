@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from .config import Config
 from .voicelive.call import CallOptions
 from .voicelive.control import Target
+
+log = logging.getLogger(__name__)
 
 
 def target_for(config: Config) -> Target:
@@ -22,10 +27,38 @@ def target_for(config: Config) -> Target:
     )
 
 
+#: `audio.echo` -> the session's `input_audio_echo_cancellation` (voicelive-webrtc.md: the client
+#: reference takes `reference_source: client` and `channels: 2`); absent: the service cancels nothing.
+ECHO_SESSION: dict[str, dict[str, Any] | None] = {
+    "service": {"type": "server_echo_cancellation"},
+    "client-reference": {"type": "server_echo_cancellation", "reference_source": "client", "channels": 2},
+    "local": None,
+    "off": None,
+}
+
+
+def session_for(config: Config) -> dict[str, Any]:
+    """The session sent with the offer: the configured one, its echo cancellation set by `audio.echo`
+    (a value the configured session gives for it is replaced, and said so once)."""
+    session = dict(config.voicelive.session)
+    given = session.pop("input_audio_echo_cancellation", None)
+    wanted = ECHO_SESSION[config.audio.echo]
+    if given is not None and given != wanted:
+        log.warning(
+            "voicelive.session.input_audio_echo_cancellation is set by audio.echo (%r): %s, not %s",
+            config.audio.echo,
+            wanted,
+            given,
+        )
+    if wanted is not None:
+        session["input_audio_echo_cancellation"] = dict(wanted)
+    return session
+
+
 def call_options_for(config: Config) -> CallOptions:
     vl, net = config.voicelive, config.network
     return CallOptions(
-        session=dict(vl.session),
+        session=session_for(config),
         ice_servers=[
             {"urls": list(s.urls), "username": s.username, "credential": s.credential} for s in net.ice_servers
         ],

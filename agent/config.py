@@ -64,7 +64,6 @@ DEFAULT_SESSION: dict[str, Any] = {
         "silence_duration_ms": 500,
     },
     "input_audio_noise_reduction": {"type": "azure_deep_noise_suppression"},
-    "input_audio_echo_cancellation": {"type": "server_echo_cancellation"},
 }
 
 
@@ -151,6 +150,11 @@ class AudioConfig:
     earcons: EarconConfig = _sub(EarconConfig)
     preroll_s: float = _f(2.0, 0.0, 10.0)
     send_wake_word: bool = False
+    #: Who cancels the speaker's echo in the microphone (agent.audio.echo): "local" (the device, WebRTC
+    #: AEC3 with the exact reference), "service" (the service, from its own playback), "client-reference"
+    #: (the service, from a reference the device sends as a second channel: preview, unconfirmed over
+    #: WebRTC), "off" (nobody).
+    echo: Literal["local", "service", "client-reference", "off"] = "local"
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ import numpy as np
 
 from ..config import CaptureConfig
 from .alsa import Backoff, ErrorReporter, PcmFactory, RateLimitedCounter, State, open_pcm, run_reopening
+from .echo import EchoCanceller
 from .frames import PcmBlock, blocks_per_chunk
 
 log = logging.getLogger(__name__)
@@ -295,6 +296,8 @@ class AlsaCapture:
         self.on_state = on_state
         #: Pumped after each read while a subscriber listens (full duplex, see the module docstring).
         self.duplex: DuplexPartner | None = None
+        #: Takes the speaker's echo out of each block before anything hears it (agent.audio.echo).
+        self.echo: EchoCanceller | None = None
 
     @property
     def stats(self) -> CaptureStats:
@@ -507,9 +510,14 @@ class AlsaCapture:
     def _make_block(self, data: bytes, t_end: float) -> PcmBlock:
         interleaved = np.frombuffer(data, dtype=np.int16)
         mono = apply_gain(pick_channel(interleaved, self.cfg.channels, self.cfg.channel), self.cfg.gain_db)
+        reference = None
+        if self.echo is not None:
+            mono, reference = self.echo.process(mono, t_end)
+            if reference is not None:
+                reference.flags.writeable = False
         mono.flags.writeable = False  # shared by every subscriber
         self._seq += 1
-        return PcmBlock(samples=mono, rate=self.rate, t_end=t_end, seq=self._seq)
+        return PcmBlock(samples=mono, rate=self.rate, t_end=t_end, seq=self._seq, reference=reference)
 
     def _deliver_from_thread(self, block: PcmBlock, stop: threading.Event) -> bool:
         """To the taps, and to the loop while something there subscribes (or READY's first block is to

@@ -20,6 +20,9 @@ class PcmBlock:
     rate: int
     t_end: float
     seq: int = 0
+    #: What the speaker played behind this block, aligned with its echo (`audio.echo: client-reference`):
+    #: the uplink's second channel.
+    reference: np.ndarray | None = None
 
     @property
     def duration_s(self) -> float:

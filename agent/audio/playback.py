@@ -77,6 +77,7 @@ import numpy as np
 
 from ..config import PlaybackConfig
 from .alsa import Backoff, ErrorReporter, PcmFactory, RateLimitedCounter, State, open_pcm, run_reopening
+from .echo import ReferenceTimeline
 from .frames import is_audible
 from .resample import PcmConverter, convert_pcm
 
@@ -299,6 +300,8 @@ class AlsaPlayback:
         self._step_lock = threading.Lock()  # one pass over the device at a time (see pump)
         self._dev: _Device | None = None  # the open device, while the thread's loop runs
         self._driven_until = 0.0  # the capture thread drives the device until then (see pump)
+        #: Told of every write and drop, for the echo canceller's reference (agent.audio.echo).
+        self.reference: ReferenceTimeline | None = None
         # Owned by whoever holds _step_lock (the thread, or the capture thread in pump):
         self._playing = False
         self._dry_since: float | None = None
@@ -580,6 +583,8 @@ class AlsaPlayback:
                 self._playing, self._dry_since, self._short = False, None, False
                 if self._audio_until > time.monotonic():
                     dev.pcm.drop()  # the next write prepares the PCM again
+                    if self.reference is not None:
+                        self.reference.dropped(time.monotonic())
                     dev.active = False
                     dev.sched = self._audio_until = time.monotonic()
             now = time.monotonic()
@@ -622,6 +627,8 @@ class AlsaPlayback:
                 self._xruns.hit()
                 dev.sched = t
                 continue
+            if self.reference is not None and not flushed:
+                self.reference.played(chunk, self.rate, self.channels, t_plays, bool(n_audio))
             if not dev.worked:
                 dev.worked = True
                 self._backoff.reset()

@@ -1,0 +1,323 @@
+"""Echo cancellation on the device: the speaker's sound taken out of the microphone before anything hears it.
+
+The speaker sits a few centimetres from the microphones, so the assistant's voice comes back 10 to 20 dB
+louder than a user across the room. The device is the one party that knows exactly what it played and
+when, so it cancels there (`audio.echo: local`), as every browser, LiveKit and Home Assistant Voice PE do:
+WebRTC's AEC3 (through the `livekit` wheel's `AudioProcessingModule`; chosen by measurement, see
+docs/echo-cancellers.md) runs in the capture thread on every block before the pre-roll, the wake word,
+the stop word and the uplink see it.
+
+- `ReferenceTimeline`: what the speaker played, at the microphone's rate, on one clock with the capture:
+  each playback write is placed at the time the device plays it (`t_plays`, from its fill), so a playout
+  underrun, a flush or a restart moves the reference exactly as it moves the sound.
+- `DelayEstimator`: what the device cannot know from its own clocks (the DAC's and the codec's latency,
+  the air between speaker and microphone) it measures: every half second of sound it cross-correlates
+  the microphone with the reference (GCC-PHAT) and finds the echo's delay; the reference is then handed
+  to the canceller `LEAD_MS` ahead of its echo. A changed delay (a device that slipped) is measured again.
+- `EchoCanceller`: per 10 ms, the aligned reference into AEC3's reverse stream, then the microphone
+  through it. While nothing played for `IDLE_AFTER_S` it passes audio through untouched and costs
+  nothing (the wake word's idle CPU matters more than a canceller with nothing to cancel). With
+  `client-reference` it runs no canceller and hands the aligned reference on with each block instead,
+  for the uplink's second channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .resample import PcmConverter, frame_from_pcm
+
+log = logging.getLogger(__name__)
+
+#: How much of the played sound the timeline keeps (the reference is read at most ~0.5 s after play).
+TIMELINE_S = 4.0
+#: Two writes this close (in samples of the timeline) are one continuous stream.
+CONTIGUOUS_MS = 2.0
+#: When the reference is moved, it goes into the canceller this far ahead of its echo.
+LEAD_MS = 5.0
+#: The echo delays behind the reference AEC3 follows by itself (its delay estimator's range is wider).
+COMFORT_MS = (0.0, 200.0)
+#: The echo's delay searched, from the reference's own time: a device may run this far late.
+MAX_DELAY_MS = 400.0
+#: ... or this far early (the device's play time overestimated).
+MIN_DELAY_MS = -40.0
+#: After this long without sound from the speaker the canceller rests (passes audio through).
+IDLE_AFTER_S = 1.5
+#: Blocks of the aligned reference kept for tests and benchmarks (10 s of 20 ms blocks).
+FED_LOG_BLOCKS = 500
+
+EchoMode = Literal["local", "client-reference"]
+
+
+class ReferenceTimeline:
+    """The speaker's sound at `rate` (the capture's), mono float32, by sample index of one clock:
+    index(t) = (t - t0) * rate. Written by whoever writes the speaker, read by the capture thread."""
+
+    def __init__(self, rate: int, t0: float | None = None) -> None:
+        self.rate = rate
+        self.t0 = time.monotonic() if t0 is None else t0
+        self._buf = np.zeros(int(TIMELINE_S * rate), np.float32)
+        self._lock = threading.Lock()
+        self._conv: PcmConverter | None = None
+        self._conv_key: tuple[int, int] | None = None
+        self._pts = 0
+        self._end: int | None = None  # index after the last sample written
+        self._read = 0  # index up to which the capture side has read (older samples are zeroed)
+        #: Monotonic time of the last write that carried sound.
+        self.last_sound_t: float | None = None
+        self.restarts = 0
+
+    def index(self, t: float) -> int:
+        return round((t - self.t0) * self.rate)
+
+    def played(self, frames: np.ndarray, rate: int, channels: int, t_plays: float, audible: bool) -> None:
+        """A write to the speaker: interleaved int16 `frames` at `rate`, its first frame playing at
+        `t_plays`. Silence only advances the stream."""
+        n_in = len(frames) // channels
+        start = self.index(t_plays)
+        tol = CONTIGUOUS_MS * self.rate / 1000
+        if self._end is None or abs(start - self._end) > tol:
+            if self._end is not None:
+                self.restarts += 1
+            self._end = start
+        if not audible:
+            self._end += round(n_in * self.rate / rate)
+            return
+        if self._conv_key != (rate, channels) or self._conv is None:
+            self._conv, self._conv_key, self._pts = PcmConverter(self.rate, 1), (rate, channels), 0
+        mono = self._conv.convert(frame_from_pcm(frames, rate, channels, pts=self._pts))
+        self._pts += n_in
+        self.last_sound_t = t_plays
+        with self._lock:
+            self._put(self._end, mono.astype(np.float32))
+        self._end += len(mono)
+
+    def dropped(self, t: float) -> None:
+        """The device dropped what it held (a flush): nothing queued to play after `t` will."""
+        with self._lock:
+            if self._end is not None:
+                at = max(self.index(t), self._read)
+                if self._end > at:
+                    self._zero(at, self._end)
+            self._end = None
+
+    def take(self, start: int, count: int) -> np.ndarray:
+        """Samples [start, start + count); what lies before `start` is forgotten (zeroed)."""
+        n = len(self._buf)
+        with self._lock:
+            if start > self._read:
+                self._zero(self._read, min(start, self._read + n))
+            out = self._buf[np.arange(start, start + count) % n]
+            self._zero(max(start, self._read), start + count)
+            self._read = max(self._read, start + count)
+        return out
+
+    def _put(self, start: int, samples: np.ndarray) -> None:
+        if start + len(samples) <= self._read:
+            return  # played before anyone could read it (a late write): never heard as reference
+        self._buf[np.arange(start, start + len(samples)) % len(self._buf)] = samples
+
+    def _zero(self, a: int, b: int) -> None:
+        if b > a:
+            self._buf[np.arange(a, b) % len(self._buf)] = 0.0
+
+
+@dataclass(frozen=True)
+class DelayReading:
+    delay_ms: float
+    confidence: float
+
+
+class DelayEstimator:
+    """The echo's delay behind the reference handed over, by GCC-PHAT over the last `window_s`."""
+
+    def __init__(self, rate: int, window_s: float = 1.0, every_s: float = 0.5, min_confidence: float = 6.0) -> None:
+        self.rate = rate
+        self.window = int(window_s * rate)
+        self.every = int(every_s * rate)
+        self.min_confidence = min_confidence
+        self._mic: deque[np.ndarray] = deque()
+        self._ref: deque[np.ndarray] = deque()
+        self._held = 0
+        self._since = 0
+        size = 1
+        while size < 2 * self.window:
+            size *= 2
+        self._size = size
+        freqs = np.fft.rfftfreq(size, 1 / rate)
+        self._band = (freqs >= 200) & (freqs <= 4000)
+        self.readings = 0
+
+    def reset(self) -> None:
+        self._mic.clear()
+        self._ref.clear()
+        self._held = self._since = 0
+
+    def add(self, mic: np.ndarray, ref: np.ndarray) -> DelayReading | None:
+        """Add a block; returns a reading when one is due and the reference had sound."""
+        self._mic.append(mic)
+        self._ref.append(ref)
+        self._held += len(mic)
+        self._since += len(mic)
+        while self._held - len(self._mic[0]) >= self.window:
+            self._held -= len(self._mic.popleft())
+            self._ref.popleft()
+        if self._since < self.every or self._held < self.window:
+            return None
+        self._since = 0
+        ref_all = np.concatenate(self._ref)
+        if float(np.sqrt(np.mean(ref_all**2))) < 100:  # about -50 dBFS: nothing worth measuring played
+            return None
+        return self._measure(np.concatenate(self._mic).astype(np.float32), ref_all)
+
+    def _measure(self, mic: np.ndarray, ref: np.ndarray) -> DelayReading | None:
+        cross = np.fft.rfft(mic, self._size) * np.conj(np.fft.rfft(ref, self._size))
+        mag = np.abs(cross)
+        cross = np.where(self._band & (mag > 0), cross / np.maximum(mag, 1e-12), 0)
+        corr = np.fft.irfft(cross, self._size)
+        lo = int(MIN_DELAY_MS * self.rate / 1000)
+        hi = int(MAX_DELAY_MS * self.rate / 1000)
+        lags = np.concatenate([corr[lo:], corr[: hi + 1]])  # lags lo..hi
+        k = int(np.argmax(lags))
+        peak = float(lags[k])
+        floor = float(np.mean(np.abs(lags))) + 1e-12
+        self.readings += 1
+        confidence = peak / floor
+        if confidence < self.min_confidence:
+            return None
+        return DelayReading((k + lo) * 1000 / self.rate, confidence)
+
+
+class _Apm:
+    """WebRTC AEC3 (and its high-pass filter) through livekit's `AudioProcessingModule`, 10 ms a call."""
+
+    def __init__(self, rate: int) -> None:
+        from livekit import rtc  # imported only where used: 20 MB the other modes never load
+
+        self._rtc = rtc
+        self.rate = rate
+        self.n = rate // 100
+        self._apm = rtc.AudioProcessingModule(echo_cancellation=True, high_pass_filter=True)
+
+    def process(self, mic: np.ndarray, ref: np.ndarray) -> np.ndarray:
+        rtc = self._rtc
+        ref16 = np.clip(np.rint(ref), -32768, 32767).astype(np.int16)
+        self._apm.process_reverse_stream(rtc.AudioFrame(bytearray(ref16.tobytes()), self.rate, 1, self.n))
+        frame = rtc.AudioFrame(bytearray(mic.tobytes()), self.rate, 1, self.n)
+        self._apm.process_stream(frame)
+        return np.frombuffer(frame.data, np.int16).copy()
+
+
+@dataclass
+class EchoStats:
+    blocks: int = 0
+    #: Blocks that went through the canceller (the others came while the speaker was silent).
+    cancelled_blocks: int = 0
+    #: The echo's delay behind the speaker's clock (when it played, by the device's fill), measured.
+    delay_ms: float | None = None
+    #: The echo's delay behind the reference as handed to the canceller, measured.
+    echo_delay_ms: float | None = None
+    readings: int = 0
+    #: Times the reference was moved (the echo came before it, or too late for AEC3).
+    realigned: int = 0
+    errors: int = 0
+
+
+class EchoCanceller:
+    """On the capture thread: `process(samples, t_end)` returns the block's samples with the echo taken
+    out (`local`) or as they are with the aligned reference (`client-reference`)."""
+
+    def __init__(self, timeline: ReferenceTimeline, mode: EchoMode = "local", initial_delay_ms: float = 0.0) -> None:
+        self.timeline = timeline
+        self.mode = mode
+        self.rate = timeline.rate
+        self._delay = round(initial_delay_ms * self.rate / 1000)
+        self._lead = round(LEAD_MS * self.rate / 1000)
+        self.estimator = DelayEstimator(self.rate)
+        self._apm: _Apm | None = None
+        self._pending: float | None = None  # a new delay seen once; taken when seen again
+        self.stats = EchoStats()
+        #: (t_end, reference handed over) per block, for tests and benchmarks.
+        self.fed: deque[tuple[float, np.ndarray]] = deque(maxlen=FED_LOG_BLOCKS)
+
+    def load(self) -> EchoCanceller:
+        """Make the canceller (slow: loads the library); before the capture starts."""
+        if self.mode == "local" and self._apm is None:
+            self._apm = _Apm(self.rate)
+        return self
+
+    @property
+    def delay_ms(self) -> float:
+        return self._delay * 1000 / self.rate
+
+    def process(self, samples: np.ndarray, t_end: float) -> tuple[np.ndarray, np.ndarray | None]:
+        n = len(samples)
+        self.stats.blocks += 1
+        start = self.timeline.index(t_end) - n - self._delay + self._lead
+        ref = self.timeline.take(start, n)
+        last = self.timeline.last_sound_t
+        if last is None or t_end - last > IDLE_AFTER_S:
+            return samples, (None if self.mode == "local" else np.zeros(n, np.int16))
+        self.fed.append((t_end, ref))
+        reading = self.estimator.add(samples, ref)
+        if reading is not None:
+            self._realign(reading)
+        if self.mode == "client-reference":
+            return samples, np.clip(np.rint(ref), -32768, 32767).astype(np.int16)
+        assert self._apm is not None, "load() the canceller before use"
+        step = self._apm.n
+        if n % step:
+            return samples, None  # not whole 10 ms frames (a period the config forbids): pass through
+        try:
+            out = np.concatenate(
+                [self._apm.process(samples[i : i + step], ref[i : i + step]) for i in range(0, n, step)]
+            )
+        except Exception:
+            self.stats.errors += 1
+            if self.stats.errors == 1:
+                log.exception("echo canceller failed; passing the microphone through")
+            return samples, None
+        self.stats.cancelled_blocks += 1
+        return out, None
+
+    def _realign(self, reading: DelayReading) -> None:
+        """The echo comes `reading.delay_ms` after the reference handed over. AEC3 finds and follows any
+        delay in `COMFORT_MS` itself (a shift of ours would only make it search again, and the echo
+        leak meanwhile), so the reference is moved only when the echo comes before it (nothing can
+        cancel what comes before its reference) or later than AEC3 looks; then it is moved to lead by
+        LEAD_MS. A reading must be seen twice to move it, except the first."""
+        self.stats.echo_delay_ms = reading.delay_ms
+        self.stats.delay_ms = self.delay_ms + reading.delay_ms
+        if COMFORT_MS[0] <= reading.delay_ms <= COMFORT_MS[1]:
+            self._pending = None
+            return
+        off = reading.delay_ms - LEAD_MS
+        if self.stats.readings and (self._pending is None or abs(self._pending - off) > 3.0):
+            self._pending = off
+            self.stats.readings += 1
+            return
+        self.stats.readings += 1
+        self._pending = None
+        self._delay += round(off * self.rate / 1000)
+        self.stats.realigned += 1
+        self.estimator.reset()
+        log.info(
+            "echo %.0f ms behind the speaker's clock: the reference now leads it by %.0f ms",
+            self.stats.delay_ms,
+            LEAD_MS,
+        )
+
+
+def make_echo(mode: str, capture_rate: int) -> tuple[ReferenceTimeline, EchoCanceller] | None:
+    """The timeline and canceller for `audio.echo` (None for `service` and `off`: nothing on the device)."""
+    if mode not in ("local", "client-reference"):
+        return None
+    timeline = ReferenceTimeline(capture_rate)
+    return timeline, EchoCanceller(timeline, mode)  # type: ignore[arg-type]
