@@ -70,4 +70,5 @@ def call_options_for(config: Config) -> CallOptions:
         send_request_id=vl.send_client_request_id,
         concealment=net.concealment,
         jitter_max_ms=net.jitter_max_ms,
+        uplink_reference=config.audio.echo == "client-reference",
     )

@@ -123,6 +123,7 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         network=args.network,
         network_seed=args.network_seed,
         fec=not args.no_fec,
+        echo_canceller=args.echo_canceller,
         **extra,  # type: ignore[arg-type]
     )
     with contextlib.suppress(KeyboardInterrupt):
@@ -192,6 +193,18 @@ def _cmd_bench_network(args: argparse.Namespace) -> int:
         run_network_bench(args.profile or None, concealment=args.concealment == "on", seed=args.seed)
     )
     print(json.dumps(report) if args.json else summarize(report))
+    return 0 if report["ok"] else 1
+
+
+def _cmd_bench_echo(args: argparse.Namespace) -> int:
+    from .bench.echo import echo_table, run_echo_bench
+
+    _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
+    report = asyncio.run(
+        run_echo_bench(args.mode or None, args.level or None, replies=args.replies,
+                       double_talk_trials=args.double_talk, seed=args.seed)
+    )  # fmt: skip
+    print(json.dumps(report) if args.json else echo_table(report))
     return 0 if report["ok"] else 1
 
 
@@ -394,6 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="negotiate no Opus in-band FEC (a service that neither sends nor decodes it)",
     )
+    emu.add_argument(
+        "--echo-canceller",
+        choices=["none", "session"],
+        default="none",
+        help="none (default, strict): turn detection hears the caller's echo as it arrives; session: cancel"
+        " it as the session's input_audio_echo_cancellation asks (the server's own reference, or the"
+        " client's second channel)",
+    )
     emu.add_argument("-v", "--verbose", action="store_true")
     emu.set_defaults(func=_cmd_emulator)
 
@@ -511,6 +532,25 @@ def build_parser() -> argparse.ArgumentParser:
     bnet.add_argument("--concealment", choices=("on", "off"), default="on",
                       help="off: aiortc's jitter buffer and decoder, no FEC (the code before concealment)")
     bnet.add_argument("--seed", type=int, default=1, help="the network's seed")
+    becho = _bench_parser(
+        benches,
+        "echo",
+        _cmd_bench_echo,
+        help="the assistant's voice back in the microphone, per audio.echo mode and echo level: "
+        "self-interruptions, ERLE, convergence, double talk, false stop and wake words, CPU",
+        description="Per mode (off, service, client-reference, local) the emulator in its own process (no echo "
+        "canceller for off and local; for service and client-reference it cancels as the session asks) and the "
+        "agent in a simulated room (agent.room: its speaker heard by its microphone through a room response, "
+        "at each echo level against the signal played). Exit code 1 if a call did not run. Needs espeak-ng.",
+    )
+    becho.add_argument("--mode", action="append", default=[], choices=("off", "service", "client-reference", "local"),
+                       help="only this mode (repeatable; default all)")
+    becho.add_argument("--level", action="append", default=[], type=float,
+                       help="echo level in dB against the played signal (repeatable; default -10, 0, +6)")
+    becho.add_argument("--replies", type=int, default=3, help="user turns per call (default 3)")
+    becho.add_argument("--double-talk", type=int, default=10,
+                       help="replies the user says stop over, at 0 dB (default 10; 0 for none)")
+    becho.add_argument("--seed", type=int, default=1, help="the room's seed")
     baudio.add_argument("--answer-delay", type=float, default=0.5, help="the emulator's answer delay (s)")
     baudio.add_argument(
         "--output-order",

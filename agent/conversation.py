@@ -255,7 +255,11 @@ class Conversation:
         result = self._result = ConversationResult(trigger=trigger, t_trigger=t_trigger, preroll_s=preroll_s)
         self.states.apply(Input.DIAL, cause=trigger)
         mic = MicTrack(
-            audio, rate=mic_rate, on_frame=self.observer.uplink_frame, muted=lambda: self.states.snapshot.muted
+            audio,
+            rate=mic_rate,
+            on_frame=self.observer.uplink_frame,
+            muted=lambda: self.states.snapshot.muted,
+            stereo=self.options.uplink_reference,
         )
         call = self.call = VoiceLiveCall(
             self.target, self.credentials, mic, self.options, self._on_remote_frame,

@@ -93,6 +93,8 @@ class WakeListener:
     stop_reply: Callable[[str], Awaitable[bool]] | None = None
     detections: deque[Detection] = field(default_factory=lambda: deque(maxlen=DETECTIONS_KEPT))
     detections_total: int = 0
+    #: Times the stop word stopped a reply.
+    stop_words: int = 0
     #: Blocks dropped because the thread fell behind (the oldest go first).
     dropped: int = 0
     #: How far the thread may fall behind before it loses audio (the oldest first), in 20 ms blocks.
@@ -180,6 +182,7 @@ class WakeListener:
             assert self.stop_detector is not None
             if not snap.muted and self.reply_audible() and self.stop_detector.process(block):
                 log.info("stop word: stopping the reply")
+                self.stop_words += 1
                 self.loop.call_soon_threadsafe(self._stop_word)
             return
         if not snap.accepts_trigger:

@@ -195,24 +195,31 @@ class DelayEstimator:
         return DelayReading((k + lo) * 1000 / self.rate, confidence)
 
 
-class _Apm:
-    """WebRTC AEC3 (and its high-pass filter) through livekit's `AudioProcessingModule`, 10 ms a call."""
+class Aec3:
+    """WebRTC AEC3 (and its high-pass filter) through livekit's `AudioProcessingModule`, at `rate`, in
+    whole 10 ms frames: `reverse` is what was played, `capture` what the microphone heard (in place of
+    a copy). The two may come in any rhythm (AEC3 buffers the reverse stream)."""
 
     def __init__(self, rate: int) -> None:
         from livekit import rtc  # imported only where used: 20 MB the other modes never load
 
-        self._rtc = rtc
+        self._frame = rtc.AudioFrame
         self.rate = rate
         self.n = rate // 100
         self._apm = rtc.AudioProcessingModule(echo_cancellation=True, high_pass_filter=True)
 
-    def process(self, mic: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        rtc = self._rtc
-        ref16 = np.clip(np.rint(ref), -32768, 32767).astype(np.int16)
-        self._apm.process_reverse_stream(rtc.AudioFrame(bytearray(ref16.tobytes()), self.rate, 1, self.n))
-        frame = rtc.AudioFrame(bytearray(mic.tobytes()), self.rate, 1, self.n)
-        self._apm.process_stream(frame)
-        return np.frombuffer(frame.data, np.int16).copy()
+    def reverse(self, ref: np.ndarray) -> None:
+        for i in range(0, len(ref) - self.n + 1, self.n):
+            data = bytearray(np.asarray(ref[i : i + self.n], np.int16).tobytes())
+            self._apm.process_reverse_stream(self._frame(data, self.rate, 1, self.n))
+
+    def capture(self, mic: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(mic) - self.n + 1, self.n):
+            frame = self._frame(bytearray(np.asarray(mic[i : i + self.n], np.int16).tobytes()), self.rate, 1, self.n)
+            self._apm.process_stream(frame)
+            out.append(np.frombuffer(frame.data, np.int16))
+        return np.concatenate(out) if out else np.zeros(0, np.int16)
 
 
 @dataclass
@@ -241,7 +248,7 @@ class EchoCanceller:
         self._delay = round(initial_delay_ms * self.rate / 1000)
         self._lead = round(LEAD_MS * self.rate / 1000)
         self.estimator = DelayEstimator(self.rate)
-        self._apm: _Apm | None = None
+        self._apm: Aec3 | None = None
         self._pending: float | None = None  # a new delay seen once; taken when seen again
         self.stats = EchoStats()
         #: (t_end, reference handed over) per block, for tests and benchmarks.
@@ -250,7 +257,7 @@ class EchoCanceller:
     def load(self) -> EchoCanceller:
         """Make the canceller (slow: loads the library); before the capture starts."""
         if self.mode == "local" and self._apm is None:
-            self._apm = _Apm(self.rate)
+            self._apm = Aec3(self.rate)
         return self
 
     @property
@@ -275,10 +282,13 @@ class EchoCanceller:
         step = self._apm.n
         if n % step:
             return samples, None  # not whole 10 ms frames (a period the config forbids): pass through
-        try:
-            out = np.concatenate(
-                [self._apm.process(samples[i : i + step], ref[i : i + step]) for i in range(0, n, step)]
-            )
+        ref16 = np.clip(np.rint(ref), -32768, 32767).astype(np.int16)
+        try:  # 10 ms of reference, then the 10 ms of microphone it echoes in
+            parts = []
+            for i in range(0, n, step):
+                self._apm.reverse(ref16[i : i + step])
+                parts.append(self._apm.capture(samples[i : i + step]))
+            out = np.concatenate(parts)
         except Exception:
             self.stats.errors += 1
             if self.stats.errors == 1:

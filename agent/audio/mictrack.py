@@ -61,15 +61,20 @@ class MicTrack(MediaStreamTrack):
         stall_s: float = 0.06,
         on_frame: Callable[[float | None, int], None] | None = None,
         muted: Callable[[], bool] | None = None,
+        stereo: bool = False,
     ) -> None:
         super().__init__()
+        #: Send two channels: the microphone, and the speaker's reference each block carries.
+        self._stereo = stereo
+        if stereo and rate not in OPUS_RATES:
+            raise ValueError(f"a stereo uplink takes the microphone's rate as it is: {rate} Hz is not Opus's")
         self._source = source
         self._catchup_speed = catchup_speed
         self._stall_s = stall_s
         self._on_frame = on_frame
         self._muted = muted or (lambda: False)
         self._resampler: StreamResampler | None = None  # only for a rate libopus does not take
-        self._encoder = OpusUplinkEncoder(rate if rate in OPUS_RATES else RATE)
+        self._encoder = OpusUplinkEncoder(rate if rate in OPUS_RATES else RATE, channels=2 if stereo else 1)
         self._carry = np.zeros(0, dtype=np.int16)  # short of a whole frame
         self._rate = self._encoder.rate  # of the frames being cut (the carry's)
         # (samples, their rate, t_end of the capture block they came from)
@@ -87,13 +92,16 @@ class MicTrack(MediaStreamTrack):
             self._rate = rate
             self._carry = np.zeros(0, dtype=np.int16)
         samples = block.samples
-        if block.rate != rate:
+        if self._stereo:  # the microphone and the reference, interleaved
+            ref = block.reference if block.reference is not None else np.zeros_like(samples)
+            samples = np.column_stack([samples, ref]).reshape(-1)
+        elif block.rate != rate:
             if self._resampler is None or self._resampler.rate_in != block.rate:
                 self._resampler = StreamResampler(block.rate, rate)
             samples = self._resampler.process(samples)
         if self._carry.size:
             samples = np.concatenate([self._carry, samples])
-        n = rate // 50
+        n = rate // 50 * (2 if self._stereo else 1)
         whole = len(samples) // n * n
         for start in range(0, whole, n):
             self._ready.append((samples[start : start + n], rate, block.t_end))
@@ -151,12 +159,14 @@ class MicTrack(MediaStreamTrack):
                 samples = np.zeros(len(samples), dtype=np.int16)
         else:
             rate, t_capture = self._rate, None
-            samples = np.zeros(rate // 50, dtype=np.int16)
+            samples = np.zeros(rate // 50 * self._encoder.channels, dtype=np.int16)
             self.silence_frames += 1
         self._last_sent = time.monotonic()
         if rate != self._encoder.rate:
             old = self._encoder
-            self._encoder = OpusUplinkEncoder(rate, pts=old.pts, fec=old.fec, packet_loss=old.packet_loss)
+            self._encoder = OpusUplinkEncoder(
+                rate, pts=old.pts, fec=old.fec, packet_loss=old.packet_loss, channels=old.channels
+            )
         packet = self._encoder.encode(samples)
         self.frames_sent += 1
         if self._on_frame is not None:

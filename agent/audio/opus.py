@@ -46,13 +46,21 @@ class OpusUplinkEncoder:
         pts: int = 0,
         fec: bool = False,
         packet_loss: float = 0.0,
+        channels: int = 1,
     ) -> None:
         if rate not in OPUS_RATES:
             raise ValueError(f"Opus encodes {', '.join(map(str, OPUS_RATES))} Hz, not {rate}")
         self.rate = rate
-        self.frame_samples = rate // 50
+        self.channels = channels
+        #: Samples in a frame, all channels (interleaved).
+        self.frame_samples = rate // 50 * channels
         self._codec = libopus.Encoder(
-            rate, 1, bitrate=bitrate, complexity=complexity, inband_fec=fec, packet_loss_perc=round(packet_loss * 100)
+            rate,
+            channels,
+            bitrate=bitrate * channels,
+            complexity=complexity,
+            inband_fec=fec,
+            packet_loss_perc=round(packet_loss * 100),
         )
         self.pts = pts
         """The next packet's timestamp in TIME_BASE (48 kHz): one FRAME_SAMPLES per packet."""

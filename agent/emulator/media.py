@@ -19,6 +19,7 @@ from ..voicelive.opus_sdp import decodes_fec
 from ..voicelive.protocol import DATA_CHANNEL_LABEL, new_event_id
 from ..voicelive.receive import watch_loss_reports
 from . import events
+from .echo import ServiceCanceller, reference_source
 from .replies import Reply, beep_reply, file_reply, parrot_reply
 from .tracks import RATE
 from .uplink import UplinkReceiver
@@ -97,10 +98,23 @@ class CallMedia:
         if self.first_packet_t is None:
             self.first_packet_t = now
 
-    def _on_decoded(self, mono: np.ndarray) -> None:
+    def _on_decoded(self, stereo: np.ndarray) -> None:
         if self.first_rtp_t is None:
             self.first_rtp_t = time.monotonic()
-        self._on_audio(mono)
+        mic = stereo[0::2]
+        source = reference_source(self.effective_session) if self._settings.echo_canceller == "session" else None
+        if source is None:
+            self._canceller = None
+        else:
+            if self._canceller is None or self._canceller.source != source:
+                self._canceller = ServiceCanceller(source)
+            mic = self._canceller.heard(np.ascontiguousarray(mic), stereo[1::2] if source == "client" else None)
+        self._on_audio(np.ascontiguousarray(mic))
+
+    def _on_sent(self, frame: np.ndarray) -> None:
+        """A reply frame leaving (the server reference of the service's canceller)."""
+        if self._canceller is not None:
+            self._canceller.sent(frame)
 
     # ----------------------------------------------------------------------------------------------
     # Turn detection

@@ -39,6 +39,7 @@ from ..voicelive.protocol import FORBIDDEN_SESSION_KEYS, new_event_id
 from ..voicelive.receive import LossEstimator
 from ..voicelive.session_fields import unknown_session_fields
 from . import events
+from .echo import ServiceCanceller
 from .handshake import Upgrade
 from .media import CallMedia
 from .negotiation import OfferError, answer_offer
@@ -97,7 +98,11 @@ class EmulatorCall(CallMedia, CallResponses):
         self.close_reason: str | None = None
 
         self._pc: RTCPeerConnection | None = None
-        self._track = ReplyTrack(settings.faults, network.reply_started if network is not None else None)
+        self._track = ReplyTrack(
+            settings.faults, network.reply_started if network is not None else None, on_sent=self._on_sent
+        )
+        #: The service's echo canceller, when `echo_canceller` is "session" and the session asks for one.
+        self._canceller: ServiceCanceller | None = None
         self._relay: UdpRelay | None = None
         self._uplink: UplinkReceiver | None = None
         self._loss = LossEstimator()

@@ -15,6 +15,7 @@ from typing import Literal
 from ..netsim.profiles import Profile, profile
 from ..voicelive.auth import Secret
 from ..voicelive.protocol import DEFAULT_API_VERSION
+from .echo import ECHO_CANCELLER_MODES, EchoCancellerMode
 
 ReplyMode = Literal["parrot", "file"]
 
@@ -119,6 +120,10 @@ class EmulatorSettings:
     #: decodes FEC from what the client sends) and put FEC in the reply when the offer asks for it. False:
     #: a service that does neither (the client must then conceal without FEC and send none).
     fec: bool = True
+    #: The service's echo cancellation (agent.emulator.echo): "none" (strict: turn detection hears the
+    #: echo as it arrives, whatever the session asks), or "session" (AEC3 as the session's
+    #: input_audio_echo_cancellation asks: the server's own reference, or the client's second channel).
+    echo_canceller: EchoCancellerMode = "none"
     #: Serve wss:// with this certificate and key (see `tls.make_test_ca`); None serves ws://.
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -134,5 +139,7 @@ class EmulatorSettings:
             raise ValueError(f"output_order must be one of {', '.join(OUTPUT_ORDERS)}, not {self.output_order!r}")
         if isinstance(self.network, str):
             profile(self.network)  # raises ValueError naming the profiles
+        if self.echo_canceller not in ECHO_CANCELLER_MODES:
+            raise ValueError(f"echo_canceller must be one of {', '.join(ECHO_CANCELLER_MODES)}")
         if self.generation_s < 0:
             raise ValueError("generation_s must be >= 0")

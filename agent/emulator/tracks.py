@@ -72,7 +72,14 @@ class ReplyTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, faults: Faults, on_reply_start: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        faults: Faults,
+        on_reply_start: Callable[[], None] | None = None,
+        on_sent: Callable[[np.ndarray], None] | None = None,
+    ) -> None:
+        #: Each frame as it leaves (the service's own echo reference).
+        self.on_sent = on_sent
         super().__init__()
         self._faults = faults
         self._on_reply_start = on_reply_start
@@ -175,6 +182,8 @@ class ReplyTrack(MediaStreamTrack):
                 playback.finished.set()
 
         self.encoder.pts = self._timestamp
+        if self.on_sent is not None:
+            self.on_sent(chunk)
         packet = self.encoder.encode(chunk)
         self.frames_sent += 1
         return packet

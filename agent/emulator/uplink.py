@@ -63,11 +63,12 @@ class UplinkStats:
 
 
 class ArrivalDecoder:
-    """Packets in (`put`); decoded 20 ms mono frames at 48 kHz out through `on_frame`, in order."""
+    """Packets in (`put`); decoded 20 ms frames at 48 kHz out through `on_frame`, in order: interleaved
+    stereo (a mono stream's two channels are the same; a client reference is the second)."""
 
     def __init__(self, on_frame: Callable[[np.ndarray], None], reorder_s: float = REORDER_S) -> None:
         self.stats = UplinkStats()
-        self._decoder = libopus.Decoder(48000, 1)
+        self._decoder = libopus.Decoder(48000, 2)
         self._on_frame = on_frame
         self._reorder_s = reorder_s
         self._buffer: dict[int, bytes] = {}
@@ -130,7 +131,7 @@ class ArrivalDecoder:
             self._gap_since = None
 
     def _emit(self, frame: np.ndarray) -> None:
-        self._speech = is_audible(frame)
+        self._speech = is_audible(frame[0::2])
         self._on_frame(frame)
 
     def close(self) -> None:

@@ -64,6 +64,9 @@ class CallOptions:
     #: offer). False: aiortc's fixed jitter buffer and plain decoder, no FEC either way (the code before).
     concealment: bool = True
     jitter_max_ms: float = 400.0
+    #: The microphone's audio goes up as stereo Opus, its second channel what the speaker played
+    #: (`audio.echo: client-reference`); the offer says so (`stereo=1; sprop-stereo=1`, RFC 7587).
+    uplink_reference: bool = False
 
 
 @dataclass
@@ -107,8 +110,8 @@ class PreparedOffer:
         return (
             self.pc.signalingState == "have-local-offer"
             and time.monotonic() - self.t < OFFER_MAX_AGE_S
-            and (options.ice_servers, options.ice_pin, options.concealment)
-            == (self.options.ice_servers, self.options.ice_pin, self.options.concealment)
+            and (options.ice_servers, options.ice_pin, options.concealment, options.uplink_reference)
+            == (self.options.ice_servers, self.options.ice_pin, self.options.concealment, self.options.uplink_reference)
         )
 
     async def close(self) -> None:
@@ -128,6 +131,8 @@ async def prepare_offer(options: CallOptions) -> PreparedOffer:
     sdp = pc.localDescription.sdp
     if options.concealment:
         sdp = with_opus_params(sdp)  # minptime=10;useinbandfec=1, as Chrome offers
+    if options.uplink_reference:
+        sdp = with_opus_params(sdp, {"stereo": "1", "sprop-stereo": "1"})
     return PreparedOffer(pc, transceiver, channel, sdp, options, time.monotonic())
 
 
