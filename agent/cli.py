@@ -82,7 +82,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
-    return asyncio.run(run_demo(out_dir=Path(args.out), as_json=args.json, clip=args.clip, network=args.network))
+    return asyncio.run(run_demo(out_dir=Path(args.out), as_json=args.json, clip=args.clip, network=args.network,
+                                room_db=args.room, echo=args.echo))  # fmt: skip
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
@@ -349,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     demo.add_argument("--out", default="demo-out", help="folder for the reply WAV (default: ./demo-out)")
     demo.add_argument("--clip", help="a WAV to use as the microphone instead of the built-in phrase")
+    demo.add_argument("--room", type=float, metavar="DB", default=None,
+                      help="in a simulated room: the speaker comes back into the microphone at DB against what it"
+                      " plays (0: as loud as the user; +6: a HAT's speaker beside its microphones)")
+    demo.add_argument("--echo", choices=("local", "service", "client-reference", "off"), default="local",
+                      help="audio.echo: who cancels the speaker's echo (with --room; default local)")
     demo.add_argument("--network", choices=list(NETWORK_PROFILES), default="clean",
                       help="the call over a simulated network (wifi, wifi-bad, drop, outage): listen to the reply "
                       "in --out on bad Wi-Fi")

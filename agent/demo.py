@@ -33,12 +33,14 @@ import numpy as np
 from .agent import Agent
 from .audio.fileplugin import FifoFeeder, capture_device, playback_device, use_file_plugin
 from .audio.resample import convert_pcm
+from .bench.echo import room_config
 from .config import Config
 from .emulator.server import Emulator
 from .emulator.settings import EmulatorSettings
 from .errors import ConfigError
 from .leds import Pattern
 from .observe import Observer
+from .room import Room, RoomSpec
 from .voicelive.auth import ApiKey, Secret
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,16 @@ def demo_config(base: Config, emulator_url: str, mic: Path, out_wav: Path) -> Co
     )
 
 
-async def run_demo(out_dir: Path, as_json: bool = False, clip: str | None = None, network: str = "clean") -> int:
+async def run_demo(
+    out_dir: Path,
+    as_json: bool = False,
+    clip: str | None = None,
+    network: str = "clean",
+    room_db: float | None = None,
+    echo: str = "local",
+) -> int:
+    """The whole loop against the emulator; `room_db`: in a simulated room (agent.room) whose speaker
+    comes back into the microphone at that level, cancelled as `echo` (audio.echo) says."""
     out_dir.mkdir(parents=True, exist_ok=True)
     out_wav = (out_dir / "reply.wav").resolve()
     if clip:
@@ -122,17 +133,30 @@ async def run_demo(out_dir: Path, as_json: bool = False, clip: str | None = None
         tmpdir = Path(tmp)
         use_file_plugin(tmpdir)
         fifo = tmpdir / "mic.fifo"
-        emulator = Emulator(EmulatorSettings(api_key=key, reply_mode="parrot", ice_loopback=True, network=network))
+        canceller = "session" if echo in ("service", "client-reference") else "none"
+        emulator = Emulator(EmulatorSettings(api_key=key, reply_mode="parrot", ice_loopback=True, network=network,
+                                             echo_canceller=canceller))  # type: ignore[arg-type]  # fmt: skip
         await emulator.start()
         config = demo_config(Config(), emulator.url, fifo, out_wav)
-        agent = Agent(config, ApiKey(key), ShowLeds())
+        config = dataclasses.replace(config, audio=dataclasses.replace(config.audio, echo=echo))  # type: ignore[arg-type]
         # One second of silence first: the wake word detector starts listening on clean audio.
-        feeder = FifoFeeder(fifo, np.concatenate([np.zeros(16000, np.int16), speech]), rate=16000,
-                            period_frames=320, then="silence")
+        script = np.concatenate([np.zeros(16000, np.int16), speech])
+        room: Room | None = None
+        feeder: FifoFeeder | Room
+        if room_db is not None:
+            room = feeder = Room(tmpdir, RoomSpec(echo_db=room_db), speech=script, speaker_wav=out_wav)
+            config = room_config(config, room, echo, stop_word=None)
+            config = dataclasses.replace(config, conversation=dataclasses.replace(config.conversation, followup_s=1.5))
+        else:
+            feeder = FifoFeeder(fifo, script, rate=16000, period_frames=320, then="silence")
+        agent = Agent(config, ApiKey(key), ShowLeds())
         feeder.start()
         say(f"voice-agent demo: emulator on {emulator.url}, microphone {fifo.name} (real time), reply -> {out_wav}")
         if network != "clean":
             say(f"  network: {emulator.network.profile.name} ({emulator.network.profile.description})")
+        if room is not None:
+            say(f"  room: the speaker heard by the microphone at {room_db:+.0f} dB; echo cancelled by: {echo}"
+                f" (the emulator's own canceller: {canceller})")
         t0 = time.monotonic()
         try:
             await agent.start()
@@ -150,6 +174,15 @@ async def run_demo(out_dir: Path, as_json: bool = False, clip: str | None = None
                               "up": emulator.network.up.as_dict()}  # fmt: skip
         if results and results[0].jitter is not None:
             summary["jitter"] = results[0].jitter
+        if room is not None:
+            ec = agent.capture.echo
+            summary["room"] = {
+                "echo_db": room_db,
+                "echo": echo,
+                "emulator_echo_canceller": canceller,
+                "self_interruptions": results[0].barge_ins if results else None,
+                "echo_delay_ms": ec.stats.delay_ms if ec is not None else None,
+            }
     if as_json:
         print(json.dumps(summary))
     else:
@@ -225,6 +258,13 @@ def _print_summary(s: dict[str, Any]) -> None:
         ("LED states", " > ".join(s["led_states"])),
         ("call ended", s["end_reason"] or "-"),
     ]
+    room = s.get("room")
+    if room is not None:
+        rows.append((
+            "room",
+            f"echo at {room['echo_db']:+.0f} dB, cancelled by {room['echo']}: the service barged in on its own"
+            f" reply {room['self_interruptions']} time(s); echo delay {room['echo_delay_ms']} ms",
+        ))  # fmt: skip
     for name, value in rows:
         print(f"{name:<18} {value}")
     with contextlib.suppress(Exception):

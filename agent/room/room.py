@@ -27,6 +27,7 @@ import os
 import select
 import threading
 import time
+import wave
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -87,8 +88,12 @@ class _Timeline:
 class _Speaker:
     """The DAC: reads the speaker FIFO and puts what it plays on the timeline."""
 
-    def __init__(self, fifo: Path, rate: int, channels: int, timeline: _Timeline, spec: RoomSpec) -> None:
+    def __init__(
+        self, fifo: Path, rate: int, channels: int, timeline: _Timeline, spec: RoomSpec, wav: Path | None = None
+    ) -> None:
         self.fifo = fifo
+        self.wav_path = wav
+        self._wav: wave.Wave_write | None = None
         self.rate = rate
         self.channels = channels
         self.timeline = timeline
@@ -109,6 +114,11 @@ class _Speaker:
         os.mkfifo(self.fifo)
         # a reader first: the file plugin's open of the FIFO then does not block (with the GIL held)
         self._fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
+        if self.wav_path is not None:
+            self._wav = wave.open(str(self.wav_path), "wb")  # noqa: SIM115 (closed in stop)
+            self._wav.setnchannels(self.channels)
+            self._wav.setsampwidth(2)
+            self._wav.setframerate(self.rate)
         self._thread = threading.Thread(target=self._run, name="room-speaker", daemon=True)
         self._thread.start()
 
@@ -120,6 +130,9 @@ class _Speaker:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+        if self._wav is not None:
+            self._wav.close()
+            self._wav = None
 
     def shift(self, ms: float) -> None:
         self.latency_s += ms / 1000
@@ -144,6 +157,8 @@ class _Speaker:
             data = self._carry + data
             whole = len(data) // frame_bytes * frame_bytes
             self._carry = data[whole:]
+            if self._wav is not None:
+                self._wav.writeframes(data[:whole])
             self._play(np.frombuffer(data[:whole], np.int16), now)
 
     def _play(self, interleaved: np.ndarray, now: float) -> None:
@@ -194,6 +209,7 @@ class Room:
         speaker_channels: int = 1,
         period_frames: int = 320,
         speech: np.ndarray | None = None,
+        speaker_wav: Path | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.spec = spec or RoomSpec()
@@ -202,7 +218,7 @@ class Room:
         use_file_plugin(self.directory)
         self.timeline = _Timeline(mic_rate, time.monotonic())
         self.speaker = _Speaker(
-            self.directory / "speaker.fifo", speaker_rate, speaker_channels, self.timeline, self.spec
+            self.directory / "speaker.fifo", speaker_rate, speaker_channels, self.timeline, self.spec, speaker_wav
         )
         self.mic = _Mic(
             self.directory / "mic.fifo",
