@@ -203,7 +203,7 @@ def _cmd_bench_echo(args: argparse.Namespace) -> int:
     _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
     report = asyncio.run(
         run_echo_bench(args.mode or None, args.level or None, replies=args.replies,
-                       double_talk_trials=args.double_talk, seed=args.seed)
+                       double_talk_trials=args.double_talk, seed=args.seed, strict=args.strict)
     )  # fmt: skip
     print(json.dumps(report) if args.json else echo_table(report))
     return 0 if report["ok"] else 1
@@ -557,6 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     becho.add_argument("--double-talk", type=int, default=10,
                        help="replies the user says stop over, at 0 dB (default 10; 0 for none)")
     becho.add_argument("--seed", type=int, default=1, help="the room's seed")
+    becho.add_argument("--strict", action="store_true",
+                       help="the emulator cancels nothing in any mode (the service without a canceller)")
     baudio.add_argument("--answer-delay", type=float, default=0.5, help="the emulator's answer delay (s)")
     baudio.add_argument(
         "--output-order",
