@@ -37,6 +37,7 @@ from .metrics import Publisher
 from .observe import Observer
 from .retry import RetryPolicy
 from .state import ErrorKind, Input, PressAction, Snapshot, State, StateOwner, press_action
+from .tools.kit import DeviceTools
 from .voicelive.auth import Credentials
 from .voicelive.call import PreparedOffer, prepare_offer
 from .wakeword import WakeWordDetector
@@ -67,6 +68,11 @@ class Agent:
         self.preroll = PrerollBuffer(config.audio.preroll_s + WAKE_PHRASE_S)
         self.earcons = Earcons(config.audio.earcons)
         setup_pin_factory(config.gpio.pin_factory)
+        #: The tools the model may call (agent.tools), and the timers' ringing.
+        self.tools = DeviceTools(
+            config, self.playback, self.earcons, self.states,  # type: ignore[arg-type]
+            end_conversation=self._end_after_reply, mute=lambda: self.states.apply(Input.MUTE, cause="the model"),
+        )  # fmt: skip
         self.leds = Leds(config.gpio, self.observer.pattern_shown)
         self.states.subscribe(self._on_state)
         self.detector: WakeWordDetector | None = None
@@ -149,6 +155,7 @@ class Agent:
             stop_reply=self._stop_reply,
         )
         self.listener.start()
+        self.tools.start()
         # the capture thread feeds the pre-roll ring and the wake word thread directly
         self.capture.taps[:] = [self.preroll.add, self.listener.tap]
         await self.playback.start()
@@ -165,7 +172,8 @@ class Agent:
     def _prepare_next_offer(self) -> None:
         """Make the next call's peer connection and offer now, while idle: nothing reaches the service,
         and the wake word no longer waits for it."""
-        self._next_offer = asyncio.create_task(prepare_offer(call_options_for(self.config)), name="next offer")
+        options = call_options_for(self.config, self.tools.declarations())
+        self._next_offer = asyncio.create_task(prepare_offer(options), name="next offer")
 
     async def settled(self) -> None:
         """Wait for the work that follows a conversation (the next call's offer, which holds a few UDP
@@ -199,6 +207,7 @@ class Agent:
             await offer.close()
 
     async def stop(self) -> None:
+        await self.tools.stop()
         await self._drop_offer()
         if self.conversation is not None:
             await self.conversation.hang_up("agent stopping")
@@ -228,11 +237,21 @@ class Agent:
         return True
 
     async def _stop_reply(self, why: str) -> bool:
+        if self.tools.silence():  # the stop word silences a ringing timer first
+            return True
         conv = self.conversation
         return conv is not None and await conv.stop_reply(why)
 
+    def _end_after_reply(self) -> None:
+        conv = self.conversation
+        if conv is not None:
+            conv.end_after_reply()
+
     async def press(self) -> str:
-        """A short press: what it did depends on the state (returns a word for logs and tests)."""
+        """A short press: what it did depends on the state (returns a word for logs and tests). A ringing
+        timer is silenced first, and that is all the press does."""
+        if self.tools.silence():
+            return "silenced the timer"
         snap = self.states.snapshot
         conv = self.conversation
         action = press_action(snap, conv is not None and conv.assistant_audible())
@@ -309,12 +328,13 @@ class Agent:
         self.conversation = Conversation(
             target_for(cfg),
             self.credentials,
-            call_options_for(cfg),
+            call_options_for(cfg, self.tools.declarations()),
             cfg.conversation,
             self.playback,
             self.states,
             self.observer,
             prepared=await self._take_offer(),
+            tools=self.tools.box if len(self.tools.box) else None,
         )
         conv = self.conversation
         with call_context(lambda: conv.call):  # log lines carry the call's ids (agent.journal)

@@ -37,10 +37,15 @@ ECHO_SESSION: dict[str, dict[str, Any] | None] = {
 }
 
 
-def session_for(config: Config) -> dict[str, Any]:
+def session_for(config: Config, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The session sent with the offer: the configured one, its echo cancellation set by `audio.echo`
-    (a value the configured session gives for it is replaced, and said so once)."""
+    (a value the configured session gives for it is replaced, and said so once), and the device's
+    `tools` declared (after any the configured session lists itself)."""
     session = dict(config.voicelive.session)
+    if tools:
+        own = [t for t in session.get("tools") or [] if isinstance(t, dict)]
+        session["tools"] = own + [t for t in tools if t.get("name") not in {o.get("name") for o in own}]
+        session.setdefault("tool_choice", "auto")
     given = session.pop("input_audio_echo_cancellation", None)
     wanted = ECHO_SESSION[config.audio.echo]
     if given is not None and given != wanted:
@@ -55,10 +60,10 @@ def session_for(config: Config) -> dict[str, Any]:
     return session
 
 
-def call_options_for(config: Config) -> CallOptions:
+def call_options_for(config: Config, tools: list[dict[str, Any]] | None = None) -> CallOptions:
     vl, net = config.voicelive, config.network
     return CallOptions(
-        session=session_for(config),
+        session=session_for(config, tools),
         ice_servers=[
             {"urls": list(s.urls), "username": s.username, "credential": s.credential} for s in net.ice_servers
         ],

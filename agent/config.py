@@ -140,6 +140,8 @@ class EarconConfig:
     connected: str | None = None
     error: str | None = "builtin"
     goodbye: str | None = "builtin"
+    #: A due timer's sound, repeated until silenced.
+    timer: str | None = "builtin"
     volume: float = _f(0.5, 0.0, 1.0)
 
 
@@ -204,10 +206,64 @@ class LedConfig:
 
 
 @dataclass(frozen=True)
+class GpioOutputConfig:
+    """A pin the model may switch by name (a relay, a lamp): `gpio.outputs: {porch_light: {pin: 17}}`."""
+
+    pin: int | None = None
+    active_high: bool = True
+    initial: bool = False
+    #: What it is, for the model ("the porch light").
+    description: str | None = None
+
+
+@dataclass(frozen=True)
 class GpioConfig:
     pin_factory: Literal["auto", "mock"] = "auto"
     button: ButtonConfig = _sub(ButtonConfig)
     leds: LedConfig = _sub(LedConfig)
+    outputs: dict[str, GpioOutputConfig] = _f({})
+
+
+@dataclass(frozen=True)
+class HttpToolConfig:
+    """A tool that calls an HTTP API (Home Assistant's REST API, say): see config/voice-agent.yaml."""
+
+    name: str = ""
+    description: str = ""
+    #: JSON schema of the arguments the model gives; `{name}` in `url`, `body` and `headers` values takes one.
+    parameters: dict[str, Any] = _f({"type": "object", "properties": {}})
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    url: str = ""
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] = _f({})
+    #: The hosts `url` may reach once filled in; anything else is refused.
+    allow_hosts: tuple[str, ...] = ()
+    timeout_s: float = _f(5.0, 0.5, 30.0)
+    #: A bearer token: a file (mode 0600), or a systemd credential's name (LoadCredential=).
+    token_file: Path | None = None
+    token_credential: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolsConfig:
+    """The device's tools the model may call (agent.tools). Each built-in can be turned off."""
+
+    timers: bool = True
+    volume: bool = True
+    time: bool = True
+    end_conversation: bool = True
+    mute: bool = True
+    #: Timers and the volume are kept here across restarts; null: $STATE_DIRECTORY (systemd's
+    #: StateDirectory=, /var/lib/voice-agent), else ~/.local/state/voice-agent.
+    state_dir: Path | None = None
+    #: The ALSA mixer control the volume tool sets (`amixer scontrols`), and its card; null: the first
+    #: playback control of the card, else the agent scales the audio itself.
+    volume_mixer: str | None = None
+    volume_card: int = _f(0, 0, 31)
+    volume_step: int = _f(10, 1, 50)
+    #: A due timer rings (its earcon, every 2 s) until silenced, at most this long.
+    timer_ring_s: float = _f(60.0, 5.0, 600.0)
+    http: tuple[HttpToolConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -253,6 +309,7 @@ class Config:
     logging: LoggingConfig = _sub(LoggingConfig)
     device: DeviceConfig = _sub(DeviceConfig)
     metrics: MetricsConfig = _sub(MetricsConfig)
+    tools: ToolsConfig = _sub(ToolsConfig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -318,6 +375,9 @@ class _Loader:
         if origin is dict:
             if not isinstance(value, dict):
                 raise ConfigError(path, f"{_show(value)} is not a mapping")
+            args = typing.get_args(tp)
+            if len(args) == 2 and dataclasses.is_dataclass(args[1]):
+                return {str(k): self.dataclass(v, args[1], f"{path}.{k}") for k, v in value.items()}
             return dict(value)
         if tp is bool:
             if not isinstance(value, bool):
@@ -421,6 +481,7 @@ def _validate(config: Config) -> Config:
         if not server.urls:
             raise ConfigError(f"network.ice_servers[{i}].urls", "give at least one stun: or turn: URL")
     _validate_gpio(config.gpio)
+    _validate_tools(config.tools)
     textfile = config.metrics.textfile
     if textfile is not None and textfile.suffix != ".prom":
         raise ConfigError("metrics.textfile", f"{textfile}: node_exporter's textfile collector reads only *.prom files")
@@ -461,6 +522,47 @@ def _validate_extras(vl: VoiceLiveConfig) -> None:
                 raise ConfigError(path, f"set it with {_OWN_QUERY[low]}")
 
 
+#: A tool's or an output's name, as the model's function names must be.
+NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: The built-in tools' names (agent.tools), which a tool from the config may not take.
+BUILTIN_TOOL_NAMES = frozenset({
+    "set_timer", "cancel_timer", "list_timers", "set_volume", "get_time", "end_conversation", "mute_microphone",
+    "set_output",
+})  # fmt: skip
+
+
+def _validate_tools(tools: ToolsConfig) -> None:
+    from urllib.parse import urlsplit
+
+    from .tools.registry import check_schema
+
+    seen: set[str] = set()
+    for i, tool in enumerate(tools.http):
+        path = f"tools.http[{i}]"
+        if not NAME_RE.fullmatch(tool.name):
+            raise ConfigError(f"{path}.name", f"{_show(tool.name)}: a name of letters, digits, _ and - (at most 64)")
+        if tool.name in BUILTIN_TOOL_NAMES or tool.name in seen:
+            raise ConfigError(f"{path}.name", f"{tool.name!r} is taken (a built-in tool, or listed twice)")
+        seen.add(tool.name)
+        if not tool.description:
+            raise ConfigError(f"{path}.description", "say what the tool does: the model reads it")
+        parts = urlsplit(tool.url.split("{", 1)[0])
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{path}.url", f"{_show(tool.url)} must be an http:// or https:// URL with its host")
+        if not tool.allow_hosts:
+            raise ConfigError(f"{path}.allow_hosts", "list the hosts the tool may reach (its URL's host at least)")
+        if parts.hostname not in tool.allow_hosts:
+            raise ConfigError(f"{path}.allow_hosts", f"the URL's host {parts.hostname!r} is not in the list")
+        if tool.token_file is not None and tool.token_credential is not None:
+            raise ConfigError(f"{path}.token_file", "set token_file or token_credential, not both")
+        try:
+            check_schema(tool.parameters)
+        except Exception as exc:
+            raise ConfigError(f"{path}.parameters", f"not a valid JSON schema: {str(exc).splitlines()[0]}") from None
+        if tool.parameters.get("type") != "object":
+            raise ConfigError(f"{path}.parameters", 'the arguments are an object: give "type": "object"')
+
+
 def _validate_gpio(gpio: GpioConfig) -> None:
     """Pin counts per LED driver, and no BCM pin used twice (gpiozero would refuse at start-up with a
     less helpful message)."""
@@ -476,6 +578,12 @@ def _validate_gpio(gpio: GpioConfig) -> None:
         named.append(("gpio.leds.power_pin", leds.power_pin))
     if gpio.button.pin is not None:
         named.append(("gpio.button.pin", gpio.button.pin))
+    for name, out in gpio.outputs.items():
+        if not NAME_RE.fullmatch(name):
+            raise ConfigError(f"gpio.outputs.{name}", "a name of letters, digits, _ and - (at most 64)")
+        if out.pin is None:
+            raise ConfigError(f"gpio.outputs.{name}.pin", "give the BCM GPIO number")
+        named.append((f"gpio.outputs.{name}.pin", out.pin))
     for path, pin in named:
         if not 0 <= pin <= 27:
             raise ConfigError(path, f"{pin} is not a BCM GPIO number: allowed 0 to 27")

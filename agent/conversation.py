@@ -32,6 +32,8 @@ from .config import ConversationConfig
 from .observe import Observer
 from .reply import Interruption, ReplyTracker
 from .state import Input, State, StateOwner
+from .tools.calls import CallTools
+from .tools.registry import ToolBox
 from .voicelive import protocol
 from .voicelive.auth import Credentials
 from .voicelive.call import CallOptions, PreparedOffer, VoiceLiveCall
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 #: The speaker counts as still talking this long after the write that carried the reply's last sound
 #: (ALSA's own buffer lies between that write and the loudspeaker).
 AUDIBLE_TAIL_S = 0.25
+
+#: After the model asked to hang up, how long its goodbye may take to come and play.
+END_WAIT_S = 15.0
 
 #: After the user stops speaking, how long to wait for the service to start a response before hanging up.
 RESPONSE_WAIT_S = 15.0
@@ -116,6 +121,11 @@ class ConversationResult:
     #: The uplink carried in-band FEC (the service's answer asked for it), for this expected loss at the end.
     uplink_fec: bool = False
     uplink_loss: float = 0.0
+    #: The tools the model called: {"name", "call_id", "ok", "ms"}, with when each call came and was
+    #: answered (monotonic), and when the model was asked to speak after them.
+    tool_calls: list[dict[str, object]] = field(default_factory=list)
+    t_tool_calls: list[tuple[float, float | None]] = field(default_factory=list)
+    t_tool_response_create: list[float] = field(default_factory=list)
 
 
 class Conversation:
@@ -129,6 +139,7 @@ class Conversation:
         states: StateOwner,
         observer: Observer | None = None,
         prepared: PreparedOffer | None = None,
+        tools: ToolBox | None = None,
     ) -> None:
         self.target = target
         self.credentials = credentials
@@ -138,6 +149,12 @@ class Conversation:
         self.states = states
         self.observer = observer or Observer()
         self.prepared = prepared
+        self.toolbox = tools
+        #: This call's function calls (agent.tools.calls), once it is up.
+        self.tools: CallTools | None = None
+        #: The model asked to hang up (`end_conversation`): after the reply that follows (replies heard
+        #: then, and when it was asked).
+        self._end_after: tuple[int, float] | None = None
         self.call: VoiceLiveCall | None = None
         self.reply = ReplyTracker()
         turn = options.session.get("turn_detection")
@@ -170,6 +187,11 @@ class Conversation:
                 with contextlib.suppress(TransientError):  # the call is ending anyway
                     await self.call.send(event())
         return True
+
+    def end_after_reply(self) -> None:
+        """Hang up once the model's next reply (its goodbye) has played; `END_WAIT_S` if none comes."""
+        heard = self._result.replies_heard if self._result is not None else 0
+        self._end_after = (heard, time.monotonic())
 
     async def hang_up(self, why: str = "hang-up") -> None:
         """End the conversation now; `run()` returns with `why` as its end reason."""
@@ -243,7 +265,10 @@ class Conversation:
                 self._result.replies_heard += 1
                 self._awaiting_response = False  # the answer is here, whatever its events say
         elif state is State.SPEAKING or (
-            state is State.THINKING and self.reply.settled and not self._awaiting_response
+            state is State.THINKING
+            and self.reply.settled
+            and not self._awaiting_response
+            and not (self.tools is not None and self.tools.busy)
         ):
             if state is State.SPEAKING and self._result is not None:
                 self._result.t_reply_ends.append(now)
@@ -277,10 +302,17 @@ class Conversation:
         result.rtc_call_id = call.rtc_call_id
         result.connect_ms = round((time.monotonic() - t_trigger) * 1000, 1)
         self.states.apply(Input.CONNECTED, cause=f"call {call.rtc_call_id}")
+        if self.toolbox is not None:
+            self.tools = CallTools(self.toolbox, call.send, on_busy=self._tool_busy, on_create=self._tool_answered)
         try:
             await self._converse(call, result)
         finally:
             mic.stop()
+            if self.tools is not None:
+                await self.tools.close()
+                result.tool_calls = [r.as_dict() for r in self.tools.records]
+                result.t_tool_calls = [(r.t_event, r.t_output) for r in self.tools.records]
+                result.t_tool_response_create = list(self.tools.t_response_create)
             await call.hangup(result.end_reason or "hang-up")
             self.speaker.flush()  # nothing of this call plays after it
             result.t_ended = call.timings.ended
@@ -315,6 +347,9 @@ class Conversation:
             now = time.monotonic()
             self._refresh(now)
             answered = bool(result.responses or result.replies_heard)
+            if self._end_after is not None and self._ended_by_model(result, now):
+                result.end_reason, result.ok = "the assistant ended the conversation", True
+                return
             if self.states.state is State.SPEAKING:
                 window_end = None  # never while the assistant talks, whatever the events said
             elif window_end is None and answered and self._quiet():
@@ -340,6 +375,8 @@ class Conversation:
                 return
             now = time.monotonic()
             self.reply.on_event(event, now)
+            if self.tools is not None:
+                self.tools.on_event(event)
             match event:
                 case protocol.SpeechStarted():
                     result.t_speech_started.append(now)
@@ -368,11 +405,29 @@ class Conversation:
                 case _:
                     pass
 
+    def _tool_busy(self, name: str) -> None:
+        """A tool runs: the device is thinking (the LEDs say so), and a response is coming after it."""
+        self._awaiting_response = True
+        self.states.apply(Input.REPLY_PENDING, cause=f"tool {name}")
+
+    def _tool_answered(self) -> None:
+        """The tools' answers are in and the model was asked to speak: a response is coming."""
+        self._awaiting_response = True
+
+    def _ended_by_model(self, result: ConversationResult, now: float) -> bool:
+        """The model's goodbye after `end_conversation` has played (or never came)."""
+        assert self._end_after is not None
+        heard, asked = self._end_after
+        if now - asked > END_WAIT_S:
+            return True
+        return result.replies_heard > heard and self._quiet()
+
     def _quiet(self) -> bool:
         """Nothing is being said or generated: the user is not speaking, no response is expected or
-        under way, and the reply has played to its end."""
+        under way, no tool runs, and the reply has played to its end."""
         return (
-            self.states.state is not State.USER_SPEAKING
+            not (self.tools is not None and self.tools.busy)
+            and self.states.state is not State.USER_SPEAKING
             and not self._awaiting_response
             and self.reply.settled
             and not self.audible  # as `_refresh` found it at the top of this loop step

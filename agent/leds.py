@@ -63,11 +63,17 @@ _ERRORS: dict[str, Pattern] = {
     "audio": Pattern("audio_error", (1.0, 0.0, 0.0), "blink", 0.5),
 }
 MUTED = Pattern("muted", (1.0, 0.0, 0.0), "solid")
+RINGING = Pattern("timer", (1.0, 0.7, 0.0), "blink", 0.5)
 
 
-def leds_for(state: State, *, muted: bool = False, error: ErrorKind | str | None = None) -> Pattern:
-    """The pattern to show, highest priority first: muted, error, then the conversation state.
-    `State.ERROR` without a kind, or a kind not known here, shows as a network error."""
+def leds_for(
+    state: State, *, muted: bool = False, error: ErrorKind | str | None = None, ringing: bool = False
+) -> Pattern:
+    """The pattern to show, highest priority first: a ringing timer (it wants a hand on the button),
+    muted, error, then the conversation state. `State.ERROR` without a kind, or a kind not known here,
+    shows as a network error."""
+    if ringing:
+        return RINGING
     if muted:
         return MUTED
     if error is not None or state is State.ERROR:
@@ -78,7 +84,7 @@ def leds_for(state: State, *, muted: bool = False, error: ErrorKind | str | None
 
 def pattern_for(snapshot: Snapshot) -> Pattern:
     """The pattern for one snapshot of the device's state."""
-    return leds_for(snapshot.state, muted=snapshot.muted, error=snapshot.shown_error)
+    return leds_for(snapshot.state, muted=snapshot.muted, error=snapshot.shown_error, ringing=snapshot.ringing)
 
 
 # --------------------------------------------------------------------------------------------------

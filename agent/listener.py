@@ -147,8 +147,9 @@ class WakeListener:
         return snap.accepts_trigger or (self._stop_word_listens(snap) and not snap.muted)
 
     def _stop_word_listens(self, snap: Snapshot) -> bool:
-        """The stop word, not the wake word, is what this call listens for (if one is configured)."""
-        return self.stop_detector is not None and self.stop_reply is not None and snap.in_call
+        """The stop word, not the wake word, is what this call (or a ringing timer) listens for (if one is
+        configured)."""
+        return self.stop_detector is not None and self.stop_reply is not None and (snap.in_call or snap.ringing)
 
     def _put(self, item: list[PcmBlock] | None) -> None:
         while True:
@@ -180,7 +181,7 @@ class WakeListener:
         snap = self.states.snapshot
         if self._stop_word_listens(snap):
             assert self.stop_detector is not None
-            if not snap.muted and self.reply_audible() and self.stop_detector.process(block):
+            if not snap.muted and (self.reply_audible() or snap.ringing) and self.stop_detector.process(block):
                 log.info("stop word: stopping the reply")
                 self.stop_words += 1
                 self.loop.call_soon_threadsafe(self._stop_word)

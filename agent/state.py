@@ -68,6 +68,8 @@ class Input(enum.Enum):
     UNBLOCK = "unblock"
     MIC_LOST = "mic_lost"
     MIC_BACK = "mic_back"
+    RING = "ring"  # a timer is due
+    SILENCE = "silence"  # ... and was silenced (or gave up ringing)
 
 
 S = State
@@ -89,7 +91,9 @@ TRANSITIONS: dict[Input, dict[State, State]] = {
     Input.RECOVERED: {S.ERROR: S.IDLE},
 }
 
-FLAGS = {Input.MUTE, Input.UNMUTE, Input.BLOCK, Input.UNBLOCK, Input.MIC_LOST, Input.MIC_BACK}
+FLAGS = {
+    Input.MUTE, Input.UNMUTE, Input.BLOCK, Input.UNBLOCK, Input.MIC_LOST, Input.MIC_BACK, Input.RING, Input.SILENCE,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,8 @@ class Snapshot:
     #: The error being shown while in State.ERROR.
     error: ErrorKind | None = None
     mic_ok: bool = True
+    #: A timer is ringing (agent.tools.timers), in or out of a call.
+    ringing: bool = False
     #: Why the last change happened (for logs and `voice-agent status`).
     cause: str = ""
     #: Increases by one with every change.
@@ -140,6 +146,8 @@ def next_snapshot(snap: Snapshot, inp: Input, error: ErrorKind | None = None) ->
             Input.UNBLOCK: {"blocked": None},
             Input.MIC_LOST: {"mic_ok": False},
             Input.MIC_BACK: {"mic_ok": True},
+            Input.RING: {"ringing": True},
+            Input.SILENCE: {"ringing": False},
         }[inp]
         if inp is Input.BLOCK and (error is None or not error.blocking):
             raise ValueError(f"BLOCK needs a blocking error kind, not {error}")

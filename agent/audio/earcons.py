@@ -20,8 +20,18 @@ from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-Name = Literal["wake", "connected", "error", "goodbye"]
-NAMES: tuple[Name, ...] = ("wake", "connected", "error", "goodbye")
+Name = Literal["wake", "connected", "error", "goodbye", "timer"]
+NAMES: tuple[Name, ...] = ("wake", "connected", "error", "goodbye", "timer")
+
+
+def chime(rate: int = 16000) -> np.ndarray:
+    """The built-in timer sound: three short rising tones (a kitchen timer's, made here, not shipped)."""
+    parts = []
+    for f in (880.0, 1100.0, 1320.0):
+        t = np.arange(int(0.12 * rate)) / rate
+        env = np.minimum(1.0, t / 0.005) * np.exp(-t / 0.05)
+        parts += [np.sin(2 * np.pi * f * t) * env * 12000, np.zeros(int(0.04 * rate))]
+    return np.concatenate(parts).astype(np.int16)
 
 
 class PcmSink(Protocol):
@@ -51,7 +61,9 @@ class Earcons:
             if choice is None:
                 continue
             key = f"audio.earcons.{name}"
-            if choice == "builtin":
+            if choice == "builtin" and name == "timer":
+                samples, rate = chime(), 16000
+            elif choice == "builtin":
                 with resources.as_file(resources.files("agent") / "assets" / f"{name}.wav") as p:
                     samples, rate = read_wav(p, key)
             else:
