@@ -83,7 +83,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
     return asyncio.run(run_demo(out_dir=Path(args.out), as_json=args.json, clip=args.clip, network=args.network,
-                                room_db=args.room, echo=args.echo))  # fmt: skip
+                                room_db=args.room, echo=args.echo, tool=args.tool))  # fmt: skip
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
@@ -125,6 +125,9 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
         network_seed=args.network_seed,
         fec=not args.no_fec,
         echo_canceller=args.echo_canceller,
+        tool_script=_tool_script(args.tool_script),
+        tool_events_first=args.tool_events_first,
+        tool_duplicate=args.tool_duplicate,
         **extra,  # type: ignore[arg-type]
     )
     with contextlib.suppress(KeyboardInterrupt):
@@ -195,6 +198,19 @@ def _cmd_bench_network(args: argparse.Namespace) -> int:
     )
     print(json.dumps(report) if args.json else summarize(report))
     return 0 if report["ok"] else 1
+
+
+def _tool_script(path: str | None) -> tuple[Any, ...]:
+    if path is None:
+        return ()
+    import yaml
+
+    from .emulator.toolscript import parse_tool_script
+
+    try:
+        return parse_tool_script(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        raise ConfigError("--tool-script", str(exc)) from None
 
 
 def _cmd_bench_echo(args: argparse.Namespace) -> int:
@@ -350,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     demo.add_argument("--out", default="demo-out", help="folder for the reply WAV (default: ./demo-out)")
     demo.add_argument("--clip", help="a WAV to use as the microphone instead of the built-in phrase")
+    demo.add_argument("--tool", choices=("set_timer", "cancel_timer", "list_timers", "set_volume", "get_time",
+                                         "end_conversation", "mute_microphone", "set_output"),
+                      help="the emulated model calls this tool after the command (set_timer: a 2 s timer that rings"
+                      " within the demo, silenced by a press)")
     demo.add_argument("--room", type=float, metavar="DB", default=None,
                       help="in a simulated room: the speaker comes back into the microphone at DB against what it"
                       " plays (0: as loud as the user; +6: a HAT's speaker beside its microphones)")
@@ -421,6 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
         " it as the session's input_audio_echo_cancellation asks (the server's own reference, or the"
         " client's second channel)",
     )
+    emu.add_argument("--tool-script", metavar="FILE",
+                     help="JSON or YAML list of {after_turn, name, arguments}: after the user's Nth turn the model"
+                     " calls the tool NAME with ARGUMENTS (several with one turn: one response with several calls)")
+    emu.add_argument("--tool-events-first", action="store_true",
+                     help="send a tool call's events before its response.done (default: after it, the strict order)")
+    emu.add_argument("--tool-duplicate", action="store_true",
+                     help="send each tool event on the data channel too (same event_id)")
     emu.add_argument("-v", "--verbose", action="store_true")
     emu.set_defaults(func=_cmd_emulator)
 

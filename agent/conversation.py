@@ -375,8 +375,6 @@ class Conversation:
                 return
             now = time.monotonic()
             self.reply.on_event(event, now)
-            if self.tools is not None:
-                self.tools.on_event(event)
             match event:
                 case protocol.SpeechStarted():
                     result.t_speech_started.append(now)
@@ -404,6 +402,8 @@ class Conversation:
                     log.warning("service error (call goes on): %s", event.error)
                 case _:
                     pass
+            if self.tools is not None:  # after: a response.done may ask for the tools' spoken answer
+                self.tools.on_event(event)
 
     def _tool_busy(self, name: str) -> None:
         """A tool runs: the device is thinking (the LEDs say so), and a response is coming after it."""

@@ -34,9 +34,10 @@ from .agent import Agent
 from .audio.fileplugin import FifoFeeder, capture_device, playback_device, use_file_plugin
 from .audio.resample import convert_pcm
 from .bench.echo import room_config
-from .config import Config
+from .config import Config, GpioOutputConfig
 from .emulator.server import Emulator
 from .emulator.settings import EmulatorSettings
+from .emulator.toolscript import ToolStep
 from .errors import ConfigError
 from .leds import Pattern
 from .observe import Observer
@@ -108,6 +109,7 @@ async def run_demo(
     network: str = "clean",
     room_db: float | None = None,
     echo: str = "local",
+    tool: str | None = None,
 ) -> int:
     """The whole loop against the emulator; `room_db`: in a simulated room (agent.room) whose speaker
     comes back into the microphone at that level, cancelled as `echo` (audio.echo) says."""
@@ -134,10 +136,16 @@ async def run_demo(
         use_file_plugin(tmpdir)
         fifo = tmpdir / "mic.fifo"
         canceller = "session" if echo in ("service", "client-reference") else "none"
+        script = (ToolStep(1, tool, DEMO_TOOL_ARGS.get(tool, {})),) if tool else ()
         emulator = Emulator(EmulatorSettings(api_key=key, reply_mode="parrot", ice_loopback=True, network=network,
-                                             echo_canceller=canceller))  # type: ignore[arg-type]  # fmt: skip
+                                             echo_canceller=canceller, tool_script=script))  # type: ignore[arg-type]  # fmt: skip
         await emulator.start()
         config = demo_config(Config(), emulator.url, fifo, out_wav)
+        config = dataclasses.replace(
+            config,
+            tools=dataclasses.replace(config.tools, state_dir=tmpdir / "state"),
+            gpio=dataclasses.replace(config.gpio, outputs={"demo_light": GpioOutputConfig(pin=17)}),
+        )
         config = dataclasses.replace(config, audio=dataclasses.replace(config.audio, echo=echo))  # type: ignore[arg-type]
         # One second of silence first: the wake word detector starts listening on clean audio.
         script = np.concatenate([np.zeros(16000, np.int16), speech])
@@ -161,6 +169,16 @@ async def run_demo(
         try:
             await agent.start()
             results = await asyncio.wait_for(agent.run(max_conversations=1), DEMO_TIMEOUT_S)
+            if tool == "set_timer":  # the timer rings after the call: wait for it, then press to silence it
+                timers = agent.tools.timers
+                assert timers is not None
+                deadline = time.monotonic() + 10
+                while not timers.rang and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                if timers.rang:
+                    summary["timer_rang_s"] = round(timers.rang[0][1] - _tool_time(results), 2)
+                    await asyncio.sleep(0.5)
+                    summary["timer_silenced_by_press"] = await agent.press() == "silenced the timer"
         except TimeoutError:
             results = list(agent.results)
             summary["error"] = f"the loop did not complete within {DEMO_TIMEOUT_S:.0f} s (state {agent.state.value})"
@@ -174,6 +192,12 @@ async def run_demo(
                               "up": emulator.network.up.as_dict()}  # fmt: skip
         if results and results[0].jitter is not None:
             summary["jitter"] = results[0].jitter
+        if tool:
+            summary["tool_calls"] = results[0].tool_calls if results else []
+            calls = summary["tool_calls"]
+            summary["ok"] = bool(summary["ok"] and calls and all(c["ok"] for c in calls))
+            if tool == "set_timer":
+                summary["ok"] = bool(summary["ok"] and summary.get("timer_silenced_by_press"))
         if room is not None:
             ec = agent.capture.echo
             summary["room"] = {
@@ -188,6 +212,22 @@ async def run_demo(
     else:
         _print_summary(summary)
     return 0 if summary["ok"] else 1
+
+
+#: What `demo --tool NAME` has the emulated model ask for.
+DEMO_TOOL_ARGS: dict[str, dict[str, Any]] = {
+    "set_timer": {"seconds": 2, "name": "demo"},
+    "set_volume": {"level": 40},
+    "set_output": {"name": "demo_light", "state": "on"},
+    "cancel_timer": {"name": "all"},
+}
+
+
+def _tool_time(results: list[Any]) -> float:
+    """When the first tool call came, as a wall clock time (timers ring on the wall clock)."""
+    if not results or not results[0].t_tool_calls:
+        return time.time()
+    return time.time() - (time.monotonic() - results[0].t_tool_calls[0][0])
 
 
 def _summarize(

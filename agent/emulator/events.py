@@ -40,6 +40,11 @@ ROUTES: dict[str, Route] = {
     p.OutputAudioStarted.TYPE: "data",
     p.OutputAudioStopped.TYPE: "data",
     p.OutputAudioCleared.TYPE: "data",
+    # tool calls: on the WebSocket (voicelive-webrtc.md §1.5)
+    "response.output_item.added": "control",
+    "response.output_item.done": "control",
+    "response.function_call_arguments.delta": "control",
+    "response.function_call_arguments.done": "control",
 }
 
 #: The one type sent on purpose that no client knows (the `unknown_events` fault).
@@ -182,12 +187,27 @@ def response_done(
     status: Literal["completed", "cancelled"],
     usage: dict[str, Any],
     reason: str | None = None,
+    output: list[dict[str, Any]] | None = None,
 ) -> Event:
     details = {"type": status, "reason": reason} if status == "cancelled" else None
+    extra: dict[str, Any] = {"output": output} if output else {}
     return _event(
         p.ResponseDone.TYPE,
-        response=response_object(response_id, status, status_details=details, usage=usage),
+        response=response_object(response_id, status, status_details=details, usage=usage, **extra),
     )
+
+
+def function_call_events(response_id: str, item: dict[str, Any]) -> list[Event]:
+    """The tool events of one function call item, in the service's order."""
+    common = {"response_id": response_id, "item_id": item["id"], "output_index": item["output_index"]}
+    added = {**item, "status": "in_progress", "arguments": ""}
+    return [
+        _event("response.output_item.added", response_id=response_id, output_index=item["output_index"], item=added),
+        _event("response.function_call_arguments.delta", **common, call_id=item["call_id"], delta=item["arguments"]),
+        _event("response.function_call_arguments.done", **common, call_id=item["call_id"], name=item["name"],
+               arguments=item["arguments"]),
+        _event("response.output_item.done", response_id=response_id, output_index=item["output_index"], item=item),
+    ]  # fmt: skip
 
 
 def transcript_delta(response_id: str, item_id: str, delta: str) -> Event:

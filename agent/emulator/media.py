@@ -145,8 +145,13 @@ class CallMedia:
         self._emit(events.speech_stopped(vad_event.ms, item_id))
         self._commit(item_id)
         self._utterance = (self._speech_start_ms, vad_event.ms)
+        self._user_turns += 1
+        steps = self._tool_steps(self._user_turns)
         if td.get("create_response", True) and self._active is None:
-            self._start_response(self._reply_to_utterance(), input_s=self._utterance_s())
+            if steps:
+                self._start_tool_response(steps)
+            else:
+                self._start_response(self._reply_to_utterance(), input_s=self._utterance_s())
 
     def _utterance_s(self) -> float:
         if self._utterance is None:

@@ -40,6 +40,7 @@ from ..voicelive.receive import LossEstimator
 from ..voicelive.session_fields import unknown_session_fields
 from . import events
 from .echo import ServiceCanceller
+from .functions import CallFunctions
 from .handshake import Upgrade
 from .media import CallMedia
 from .negotiation import OfferError, answer_offer
@@ -59,7 +60,7 @@ DATA_QUEUE_LIMIT = 1000
 OUTPUT_CLEAR = "output_audio_buffer.clear"
 
 
-class EmulatorCall(CallMedia, CallResponses):
+class EmulatorCall(CallMedia, CallResponses, CallFunctions):
     """The record and the logic of one accepted WebSocket."""
 
     def __init__(
@@ -127,6 +128,13 @@ class EmulatorCall(CallMedia, CallResponses):
         self._active: _Response | None = None
         #: Items the conversation holds, for `conversation.item.retrieve`.
         self._items: dict[str, dict[str, Any]] = {}
+        #: Tool calls (agent.emulator.functions): the user's turns so far, the calls awaiting outputs,
+        #: and for tests and benchmarks what was sent and answered, and when.
+        self._user_turns = 0
+        self._tool_turn: Any = None
+        self.tool_calls_sent: list[tuple[str, list[str]]] = []
+        self.tool_outputs: list[tuple[str, str]] = []
+        self.tool_events_t: list[float] = []
 
     # ----------------------------------------------------------------------------------------------
     # Record
@@ -529,6 +537,12 @@ class EmulatorCall(CallMedia, CallResponses):
                 )
             )
             return
+        if self._tool_response_refused(event_id):
+            return
+        answer = await self._tool_answer()
+        if answer is not None:
+            self._start_response(answer, input_s=0.0)
+            return
         input_s = self._utterance_s() if self._settings.reply_mode == "parrot" else 0.0
         self._start_response(self._reply_to_utterance(), input_s=input_s)
 
@@ -556,6 +570,8 @@ class EmulatorCall(CallMedia, CallResponses):
         item = event.get("item")
         if not isinstance(item, dict):
             self._emit(events.error("invalid_item", "'item' must be an object.", event_id, param="item"))
+            return
+        if item.get("type") == "function_call_output" and not self._on_function_output(item, event_id):
             return
         item = {"object": "realtime.item", "status": "completed", **item}
         item.setdefault("id", new_event_id("item"))

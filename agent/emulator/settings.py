@@ -16,6 +16,7 @@ from ..netsim.profiles import Profile, profile
 from ..voicelive.auth import Secret
 from ..voicelive.protocol import DEFAULT_API_VERSION
 from .echo import ECHO_CANCELLER_MODES, EchoCancellerMode
+from .toolscript import ToolStep
 
 ReplyMode = Literal["parrot", "file"]
 
@@ -124,6 +125,12 @@ class EmulatorSettings:
     #: echo as it arrives, whatever the session asks), or "session" (AEC3 as the session's
     #: input_audio_echo_cancellation asks: the server's own reference, or the client's second channel).
     echo_canceller: EchoCancellerMode = "none"
+    #: The model's tool calls (agent.emulator.functions): after the user's Nth turn, call NAME with ARGS.
+    tool_script: tuple[ToolStep, ...] = ()
+    #: Send the tool events before `response.done` (default: after it, the strict order).
+    tool_events_first: bool = False
+    #: Send each tool event on the data channel too (same event_id), as the service's duplicates.
+    tool_duplicate: bool = False
     #: Serve wss:// with this certificate and key (see `tls.make_test_ca`); None serves ws://.
     tls_cert: Path | None = None
     tls_key: Path | None = None
