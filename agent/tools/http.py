@@ -106,7 +106,7 @@ class HttpTool:
             reply: Any = json.loads(text) if text else None
         except ValueError:
             reply = text
-        if status >= 400:
+        if not 200 <= status < 300:  # a redirect too: it could lead off the allowed hosts
             raise ToolError(f"{host} answered HTTP {status}")
         return {"status": status, "reply": reply}
 
