@@ -225,6 +225,15 @@ def _cmd_bench_echo(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+def _cmd_bench_tools(args: argparse.Namespace) -> int:
+    from .bench.tools import run_tools_bench, tools_table
+
+    _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
+    report = asyncio.run(run_tools_bench(turns=max(1, args.turns)))
+    print(json.dumps(report) if args.json else tools_table(report))
+    return 0 if report["ok"] else 1
+
+
 def _cmd_bench_peers(args: argparse.Namespace) -> int:
     from .bench.peers import run_peers_bench
 
@@ -584,6 +593,16 @@ def build_parser() -> argparse.ArgumentParser:
     becho.add_argument("--double-talk", type=int, default=10,
                        help="replies the user says stop over, at 0 dB (default 10; 0 for none)")
     becho.add_argument("--seed", type=int, default=1, help="the room's seed")
+    btools = _bench_parser(
+        benches,
+        "tools",
+        _cmd_bench_tools,
+        help="tool turns over a real call: end of speech to the tool running, the tool's answer to the spoken "
+        "reply, and what the device adds (goal <= 20 ms)",
+        description="The emulator in its own process calls get_time after each user turn; the agent on real ALSA "
+        "devices answers it. p50 and p95 over the turns. Exit code 1 if the goal is missed. Needs espeak-ng.",
+    )
+    btools.add_argument("--turns", type=int, default=20, help="tool turns (default 20)")
     becho.add_argument("--strict", action="store_true",
                        help="the emulator cancels nothing in any mode (the service without a canceller)")
     baudio.add_argument("--answer-delay", type=float, default=0.5, help="the emulator's answer delay (s)")

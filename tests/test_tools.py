@@ -136,6 +136,38 @@ async def test_a_timer_outlives_a_restart_and_rings(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "timers.json").read_text()) == []
 
 
+def test_pending_timers_never_wake_the_idle_device(tmp_path: Path) -> None:
+    """Three timers pending for an hour: the event loop sleeps through three seconds with no wake-up of
+    theirs (only the next due timer has a wake-up scheduled, an hour away): at most one a second."""
+    import selectors
+
+    wakeups = 0
+
+    class Counting(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+        def select(self, timeout: float | None = None) -> list[Any]:
+            nonlocal wakeups
+            wakeups += 1
+            return super().select(timeout)
+
+    async def idle() -> None:
+        nonlocal wakeups
+        timers = Timers(tmp_path, lambda names: None, lambda: None)
+        timers.start()
+        for name, minutes in (("a", 60), ("b", 61), ("c", 62)):
+            timers.set(minutes * 60, name)
+        await asyncio.sleep(0)
+        wakeups = 0
+        await asyncio.sleep(3.0)
+        timers.stop()
+
+    loop = asyncio.SelectorEventLoop(Counting())
+    try:
+        loop.run_until_complete(idle())
+    finally:
+        loop.close()
+    assert wakeups <= 3  # the test's own sleep makes these
+
+
 async def test_a_ringing_timer_gives_up_after_ring_s(tmp_path: Path) -> None:
     silenced: list[bool] = []
     timers = Timers(tmp_path, lambda names: None, lambda: silenced.append(True), ring_s=0.2)

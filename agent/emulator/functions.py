@@ -23,6 +23,7 @@ import json
 import logging
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +87,7 @@ class CallFunctions:
                 self._emit(event)
                 if self._settings.tool_duplicate:
                     self._send_data(event)
-        self.tool_events_t.append(asyncio.get_running_loop().time())
+        self.tool_events_t.append(time.monotonic())
         if self._settings.tool_events_first:
             self._emit(done)
         log.info("the model calls %s", ", ".join(s.name for s in steps))
@@ -122,6 +123,7 @@ class CallFunctions:
         turn, self._tool_turn = self._tool_turn, None
         if turn is None:
             return None
+        self.tool_answer_t.append(time.monotonic())
         said = []
         for call_id, name in turn.calls.items():
             try:

@@ -50,6 +50,10 @@ def write_call_record(call: EmulatorCall, directory: Path, index: int) -> Path:
             if isinstance(event, dict)
         ],
         "client_events": [e.get("type") for e in call.client_events if isinstance(e, dict)],
+        # tool turns: when the tool events went out, and when the client's response.create after its
+        # outputs came in
+        "tool_events_t": call.tool_events_t,
+        "tool_answer_t": call.tool_answer_t,
         # the simulated network and what the emulator's receiver made of the caller's packets
         "downlink_fec": call.downlink_fec,
         "uplink": call.uplink_stats.as_dict() if call.uplink_stats is not None else None,

@@ -135,6 +135,7 @@ class EmulatorCall(CallMedia, CallResponses, CallFunctions):
         self.tool_calls_sent: list[tuple[str, list[str]]] = []
         self.tool_outputs: list[tuple[str, str]] = []
         self.tool_events_t: list[float] = []
+        self.tool_answer_t: list[float] = []  # when a response.create after the outputs came
 
     # ----------------------------------------------------------------------------------------------
     # Record

@@ -33,6 +33,8 @@ class Volume:
         try:
             import alsaaudio
 
+            if card not in alsaaudio.card_indexes():  # no such card (alsa-lib would print its complaint)
+                raise LookupError(f"no sound card {card}")
             names = alsaaudio.mixers(cardindex=card)
             name = mixer or next((n for n in names if n in ("Master", "PCM", "Speaker", "Playback")), None)
             if name is not None:
