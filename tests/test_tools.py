@@ -316,7 +316,8 @@ async def test_http_tool_answers_a_timeout_and_refuses_other_hosts_and_redirects
     assert not out.ok and "did not answer" in out.output and time.monotonic() - t0 < 1.4
     # the host from an argument: only the allowed ones
     free = ToolBox([ha_tool(ha_server, tmp_path, url=f"http://{{host}}:{ha_server}/api/{{domain}}").tool()])
-    out = await free.run("home_assistant", {"domain": "light", "service": "x", "entity_id": "light.a", "host": "localhost"})
+    args = {"domain": "light", "service": "x", "entity_id": "light.a", "host": "localhost"}
+    out = await free.run("home_assistant", args)
     assert not out.ok and "'localhost' is not one this tool may reach" in out.output
     away = ToolBox([ha_tool(ha_server, tmp_path, url=f"http://127.0.0.1:{ha_server}/away/{{domain}}").tool()])
     out = await away.run("home_assistant", {"domain": "light", "service": "x", "entity_id": "light.a"})
