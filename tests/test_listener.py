@@ -144,3 +144,37 @@ async def test_nothing_is_handed_over_while_no_detector_may_hear() -> None:
         await listener.stop()
     assert rec.blocks == [13, 14, 15, 16]
     assert len(handed) == 2 and handed[-1] is None  # one batch, then stop()'s end mark
+
+
+async def test_the_stop_word_silences_a_ringing_timer_out_of_a_call() -> None:
+    """A timer rings while the device is idle: the stop word listens (the wake word waits), and firing
+    asks to stop, which silences the timer (agent.Agent._stop_reply)."""
+
+    class Fires(Recorder):
+        def process(self, block: PcmBlock) -> list[object]:
+            super().process(block)
+            return [object()]
+
+    stops: list[str] = []
+
+    async def stop_reply(why: str) -> bool:
+        stops.append(why)
+        return True
+
+    wake, stop = Recorder(), Fires()
+    states = StateOwner()
+    listener = WakeListener(wake, states, asyncio.get_running_loop(), on_trigger=lambda _t: True,  # type: ignore[arg-type]
+                            last_audible_t=lambda: None, stop_detector=stop, stop_reply=stop_reply)  # type: ignore[arg-type]  # fmt: skip
+    listener.start()
+    try:
+        assert states.apply(Input.RING)
+        for seq in range(1, 5):
+            listener.tap(block(seq))
+        for _ in range(100):
+            if stops:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await listener.stop()
+    assert stops and set(stops) == {"stop word"} and listener.stop_words == len(stops)
+    assert wake.blocks == []  # while it rang only the stop word listened
