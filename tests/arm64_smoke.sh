@@ -127,7 +127,7 @@ in_root /opt/va/bin/pip install --quiet --disable-pip-version-check --no-index -
 in_root /opt/va/bin/pip install --quiet --disable-pip-version-check --no-index --find-links /wheels \
     --no-build-isolation "$(cd "$WHEELS" && ls voice_agent-*.whl | sed 's|^|/wheels/|')" >> "$WORK/pip-install.log" 2>&1 \
     || { tail -20 "$WORK/pip-install.log" >&2; die 1 "pip install voice-agent in the chroot failed"; }
-machine=$(in_root /opt/va/bin/python -c 'import platform, alsaaudio, aiortc, onnxruntime, ai_edge_litert.interpreter; print(platform.machine())') \
+machine=$(in_root /opt/va/bin/python -c 'import platform, alsaaudio, aiortc, onnxruntime, ai_edge_litert.interpreter, jsonschema; from livekit import rtc; rtc.AudioProcessingModule(echo_cancellation=True); print(platform.machine())') \
     || die 1 "the installed stack does not import in the chroot"
 [ "$machine" = aarch64 ] || die 1 "the chroot's python reports $machine"
 mkdir -p "$ROOTFS/opt/va/share/voice-agent/models"
