@@ -1,7 +1,7 @@
 """The device: its microphone, speaker, LEDs and button, the wake word listener, and conversations.
 
 Capture runs all the time. Every block goes into the pre-roll ring and, while the device accepts a
-trigger, to the wake word detector (agent.listener). A trigger starts a conversation whose microphone
+trigger, to the wake word detector (agent.wake.listener). A trigger starts a conversation whose microphone
 audio begins at the end of the wake word, taken from the ring, so nothing said right after the wake word
 is lost while the call connects. However a conversation ends, the device goes back to idle; after a
 failure agent.retry decides whether to try again and when.
@@ -31,7 +31,6 @@ from .conversation import Conversation, ConversationResult
 from .gpio import setup_pin_factory
 from .journal import call_context
 from .leds import Leds, pattern_for
-from .listener import WAKE_PHRASE_S, Detection, Trigger, WakeListener
 from .memory import limit_malloc_arenas
 from .metrics import Publisher
 from .observe import Observer
@@ -40,7 +39,8 @@ from .state import ErrorKind, Input, PressAction, Snapshot, State, StateOwner, p
 from .tools.kit import DeviceTools
 from .voicelive.auth import Credentials
 from .voicelive.call import PreparedOffer, prepare_offer
-from .wakeword import WakeWordDetector
+from .wake.listener import WAKE_PHRASE_S, Detection, Trigger, WakeListener
+from .wake.wakeword import WakeWordDetector
 
 log = logging.getLogger(__name__)
 

@@ -303,7 +303,7 @@ async def check_auth(config: Config, env: Mapping[str, str], timeout_s: float) -
 
 
 def check_wake_word(config: Config) -> Row:
-    from .wakeword import WakeWordDetector
+    from .wake.wakeword import WakeWordDetector
 
     try:
         detector = WakeWordDetector(config.wake)

@@ -150,7 +150,7 @@ def _load_config_arg(path: str | None) -> Config:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from .detect import run_detect, wake_config_for
+    from .wake.detect import run_detect, wake_config_for
 
     _setup_logging(logging.DEBUG if args.verbose else logging.WARNING, sys.stderr)
     config = _load_config_arg(args.config)

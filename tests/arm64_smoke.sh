@@ -166,14 +166,14 @@ if in_root /opt/va/bin/voice-agent detect --help >/dev/null 2>&1; then
     in_root /opt/va/bin/voice-agent detect --json /tmp/hey-jarvis.wav /tmp/no-wake.wav > "$WORK/detect.json" \
         2> "$WORK/detect.log" || die 1 "voice-agent detect failed: $(grep -v cpuinfo "$WORK/detect.log" | tail -5)"
 else
-    say "voice-agent detect is not there: using agent.wakeword.WakeWordDetector directly (under qemu: minutes)"
+    say "voice-agent detect is not there: using agent.wake.wakeword.WakeWordDetector directly (under qemu: minutes)"
     in_root /opt/va/bin/python - > "$WORK/detect.json" 2> "$WORK/detect.log" <<'EOF' \
         || die 1 "the detector failed in the chroot: $(grep -v cpuinfo "$WORK/detect.log" | tail -5)"
 import json, wave
 import numpy as np
 from agent.audio.frames import PcmBlock
 from agent.config import WakeConfig
-from agent.wakeword import WakeWordDetector
+from agent.wake.wakeword import WakeWordDetector
 
 detector = WakeWordDetector(WakeConfig())
 for path in ("/tmp/hey-jarvis.wav", "/tmp/no-wake.wav"):

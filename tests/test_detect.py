@@ -13,8 +13,8 @@ import pytest
 from agent.audio.resample import convert_pcm
 from agent.cli import main
 from agent.config import WakeConfig, WakeModelConfig
-from agent.detect import SweepRow, count_detections, detect_file, read_wav, suggest_threshold, sweep
-from agent.wakeword import WakeWordDetector
+from agent.wake.detect import SweepRow, count_detections, detect_file, read_wav, suggest_threshold, sweep
+from agent.wake.wakeword import WakeWordDetector
 
 from .speech import brown_noise, espeak
 

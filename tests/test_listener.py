@@ -8,8 +8,8 @@ import threading
 import numpy as np
 
 from agent.audio.frames import PcmBlock
-from agent.listener import BATCH_S, WakeListener
 from agent.state import Input, StateOwner
+from agent.wake.listener import BATCH_S, WakeListener
 
 
 class Recorder:

@@ -31,11 +31,11 @@ from agent.config import Config, DeviceConfig, MetricsConfig
 from agent.conversation import ConversationResult
 from agent.emulator.server import Emulator
 from agent.emulator.settings import EmulatorSettings
-from agent.listener import Detection
 from agent.metrics import END_REASONS, Health, Publisher, config_hash, end_reason_label
 from agent.state import IN_CALL, ErrorKind, Input
 from agent.status import read_status, status_text
 from agent.voicelive.auth import ApiKey, Secret
+from agent.wake.listener import Detection
 
 from .harness import KEY, Rig, agent_config, run_agent
 from .speech import brown_noise, espeak
@@ -207,7 +207,7 @@ async def test_a_day_of_writes_leaves_the_file_the_same_size_and_memory_flat(tmp
     failing), through the real Publisher, Health, StateOwner and files, at full speed."""
     config = with_metrics(agent_config(tmp_path, "ws://127.0.0.1:9"), tmp_path / "voice_agent.prom", tmp_path)
     agent = Agent(config, ApiKey(Secret(KEY)))
-    from agent.listener import WakeListener
+    from agent.wake.listener import WakeListener
 
     agent.listener = WakeListener(None, agent.states, asyncio.get_running_loop(),  # type: ignore[arg-type]
                                   on_trigger=agent.trigger, last_audible_t=lambda: None)  # fmt: skip

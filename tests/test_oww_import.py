@@ -4,7 +4,7 @@
   (nor scipy and scikit-learn); on TFLite (the default) it does not import onnxruntime either, and on
   ONNX its sessions have one thread, sequential execution and no CPU arena.
 - openWakeWord's own Model (for the options only it has) loads without scipy and scikit-learn in memory
-  and without onnxruntime's CPU arena (agent.oww_import), and the part of openWakeWord that needs scipy
+  and without onnxruntime's CPU arena (agent.wake.oww_import), and the part of openWakeWord that needs scipy
   still works when used.
 """
 
@@ -16,7 +16,7 @@ import sys
 DEFAULT = """
 import sys
 from agent.config import WakeConfig
-from agent.wakeword import WakeWordDetector
+from agent.wake.wakeword import WakeWordDetector
 detector = WakeWordDetector(WakeConfig())
 assert detector.engine == "lean" and detector.cfg.inference_framework == "tflite"
 print(sorted(m for m in ("openwakeword", "onnxruntime", "scipy", "sklearn", "tflite_runtime") if m in sys.modules))
@@ -26,7 +26,7 @@ LEAN_ONNX = """
 import sys
 import onnxruntime
 from agent.config import WakeConfig
-from agent.wakeword import WakeWordDetector
+from agent.wake.wakeword import WakeWordDetector
 detector = WakeWordDetector(WakeConfig(inference_framework="onnx"))
 assert detector.engine == "lean", detector.engine
 model = detector.model
@@ -40,7 +40,7 @@ print(sorted(m for m in ("openwakeword", "scipy", "sklearn", "tflite_runtime") i
 MODEL = """
 import sys
 from agent.config import WakeConfig
-from agent.wakeword import load_openwakeword_model
+from agent.wake.wakeword import load_openwakeword_model
 model = load_openwakeword_model(WakeConfig(inference_framework="onnx"))
 heavy = sorted(m for m in ("scipy", "sklearn") if m in sys.modules)
 import onnxruntime

@@ -10,9 +10,9 @@ import pytest
 
 from agent.emulator.server import Emulator
 from agent.emulator.settings import EmulatorSettings
-from agent.listener import Trigger
 from agent.state import State
 from agent.voicelive.auth import Secret
+from agent.wake.listener import Trigger
 
 from .harness import KEY, run_agent
 from .speech import brown_noise, espeak

@@ -15,8 +15,8 @@ from agent.audio.frames import PcmBlock
 from agent.audio.resample import convert_pcm
 from agent.config import WakeConfig, WakeModelConfig
 from agent.errors import ConfigError
-from agent.oww_lean import LeanModel
-from agent.wakeword import (
+from agent.wake.oww_lean import LeanModel
+from agent.wake.wakeword import (
     PHRASE_END_MARGIN_S,
     ScoreGate,
     WakeWordDetector,

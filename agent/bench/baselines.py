@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 def _paced_predict(model: Any, audio16k: np.ndarray, seconds: float) -> None:
     """Model.predict on 80 ms chunks of `audio16k` at real time, for `seconds` (a minimal listener)."""
-    from ..wakeword import CHUNK, RATE
+    from ..wake.wakeword import CHUNK, RATE
 
     t0 = time.monotonic()
     for k in range(min(len(audio16k) // CHUNK, int(seconds * RATE / CHUNK))):
@@ -65,8 +65,8 @@ async def bare_oww(cfg: WakeConfig, audio16k: np.ndarray, settle_s: float, secon
                    repeats: int = 3) -> OwwBaseline:  # fmt: skip
     """openWakeWord alone, with the agent's models (`cfg`), on `audio16k`: at real time on a thread of its
     own (CPU windows over `seconds` after `settle_s`, as the agent's are measured), and unpaced."""
-    from ..wakeword import RATE as WAKE_RATE
-    from ..wakeword import load_openwakeword_model
+    from ..wake.wakeword import RATE as WAKE_RATE
+    from ..wake.wakeword import load_openwakeword_model
     from .wake import run_bare
 
     model = await asyncio.to_thread(load_openwakeword_model, cfg)

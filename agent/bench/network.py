@@ -34,11 +34,11 @@ from ..agent import Agent
 from ..audio.fileplugin import FifoFeeder, use_file_plugin
 from ..audio.resample import convert_pcm
 from ..config import Config
-from ..detect import read_wav
 from ..leds import Pattern
 from ..netsim.profiles import PROFILES
 from ..observe import Observer
 from ..voicelive.auth import ApiKey, Secret
+from ..wake.detect import read_wav
 from .common import call_records, emulator_process
 from .heard import compare
 from .speech import espeak, quiet, write_wav

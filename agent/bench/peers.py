@@ -467,7 +467,7 @@ def _runner_scorer(kind: str, framework: str) -> Callable[[np.ndarray], float]:
     import dataclasses
 
     from ..config import WakeConfig
-    from ..wakeword import load_model, load_openwakeword_model
+    from ..wake.wakeword import load_model, load_openwakeword_model
 
     cfg = dataclasses.replace(WakeConfig(), inference_framework=framework)
     model = load_openwakeword_model(cfg) if kind == "oww" else load_model(cfg)[0]
@@ -483,7 +483,7 @@ def _runner_scorer(kind: str, framework: str) -> Callable[[np.ndarray], float]:
 
 
 def _run_paced_scorer(score: Callable[[np.ndarray], float], samples: np.ndarray, t0: float) -> list[float]:
-    from ..wakeword import ScoreGate
+    from ..wake.wakeword import ScoreGate
 
     gate = ScoreGate(0.5, 1, 2.0)
     found = []
@@ -502,9 +502,9 @@ async def _run_agent_path(fifo: Path, until: float) -> tuple[list[float], dict[s
     from ..audio.capture import AlsaCapture
     from ..audio.fileplugin import capture_device
     from ..config import CaptureConfig, WakeConfig
-    from ..listener import Trigger, WakeListener
     from ..state import StateOwner
-    from ..wakeword import WakeWordDetector
+    from ..wake.listener import Trigger, WakeListener
+    from ..wake.wakeword import WakeWordDetector
 
     detector = await asyncio.to_thread(WakeWordDetector, WakeConfig())
     capture = AlsaCapture(CaptureConfig(device=capture_device(fifo), rate=RATE, period_ms=20))

@@ -51,9 +51,9 @@ from ..audio.fileplugin import capture_device, use_file_plugin
 from ..audio.frames import PcmBlock
 from ..audio.resample import convert_pcm
 from ..config import CaptureConfig, WakeConfig, config_from_dict
-from ..listener import Trigger, WakeListener
 from ..state import StateOwner
-from ..wakeword import CHUNK, PHRASE_END_MARGIN_S, RATE, WakeWordDetector, load_openwakeword_model
+from ..wake.listener import Trigger, WakeListener
+from ..wake.wakeword import CHUNK, PHRASE_END_MARGIN_S, RATE, WakeWordDetector, load_openwakeword_model
 from .common import vm_rss_mb
 from .speech import espeak, quiet
 

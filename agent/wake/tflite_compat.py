@@ -21,7 +21,7 @@ import threading
 import types
 from collections.abc import Iterator
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 _NAMES = ("tflite_runtime", "tflite_runtime.interpreter")
 _lock = threading.Lock()  # two detectors built at once must not restore each other's entries

@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from .audio.frames import CHUNK_S, PcmBlock, blocks_per_chunk
-from .state import Snapshot, StateOwner
+from ..audio.frames import CHUNK_S, PcmBlock, blocks_per_chunk
+from ..state import Snapshot, StateOwner
 from .wakeword import PHRASE_END_MARGIN_S, WakeWordDetector
 from .wakeword import Detection as WakeDetection
 

@@ -38,11 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from .audio.frames import PcmBlock
-from .audio.resample import StreamResampler
-from .config import WakeConfig, WakeModelConfig
-from .errors import ConfigError
-from .memory import trim_heap
+from ..audio.frames import PcmBlock
+from ..audio.resample import StreamResampler
+from ..config import WakeConfig, WakeModelConfig
+from ..errors import ConfigError
+from ..memory import trim_heap
 from .oww_import import model_class, without_cpu_arena
 
 log = logging.getLogger(__name__)

@@ -27,9 +27,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .audio.frames import PcmBlock
-from .config import Config, WakeConfig, WakeModelConfig
-from .errors import ConfigError
+from ..audio.frames import PcmBlock
+from ..config import Config, WakeConfig, WakeModelConfig
+from ..errors import ConfigError
 from .wakeword import Detection, ScoreGate, WakeWordDetector
 
 log = logging.getLogger(__name__)
