@@ -153,10 +153,10 @@ class AudioConfig:
     preroll_s: float = _f(2.0, 0.0, 10.0)
     send_wake_word: bool = False
     #: Who cancels the speaker's echo in the microphone (agent.audio.echo): "local" (the device, WebRTC
-    #: AEC3 with the exact reference), "service" (the service, from its own playback), "client-reference"
-    #: (the service, from a reference the device sends as a second channel: preview, unconfirmed over
-    #: WebRTC), "off" (nobody).
-    echo: Literal["local", "service", "client-reference", "off"] = "local"
+    #: AEC3 with the exact reference: for a speaker beside the microphones, as on the HATs' profiles),
+    #: "service" (the service, from its own playback), "client-reference" (the service, from a reference
+    #: the device sends as a second channel: preview, unconfirmed over WebRTC), "off" (nobody).
+    echo: Literal["local", "service", "client-reference", "off"] = "service"
 
 
 @dataclass(frozen=True)

@@ -120,12 +120,15 @@ def test_the_reference_is_moved_when_the_echo_comes_first(voice: np.ndarray) -> 
         assert ref is not None
         fed.append(ref)
     assert ec.stats.realigned >= 1
-    ref = np.concatenate(fed).astype(float)[-32000:]
-    tail = mic[-32000:]
-    lags = [float(np.dot(tail[400 + d : 400 + d + 24000], ref[400 : 400 + 24000])) for d in range(-160, 320)]
-    lag_ms = (int(np.argmax(lags)) - 160) / 16
-    assert 0 <= lag_ms <= 10  # the reference now leads its echo, by LEAD_MS and the resampler's delay
+    ref = np.concatenate(fed).astype(float)
+    tail = mic[: len(ref)][-32000:]  # the blocks processed, block by block with their references
+    ref = ref[-32000:]
+    lags = np.array([float(np.dot(tail[400 + d : 400 + d + 24000], ref[400 : 400 + 24000])) for d in range(-160, 320)])
+    lag_ms = (int(np.argmax(lags)) - 160) / 16  # the direct path (this room's strongest)
+    assert 0 <= lag_ms <= 10  # the reference now leads its echo (by LEAD_MS, and the resampler's delay)
     assert lag_ms == pytest.approx(LEAD_MS, abs=3)
+    # the device's clock was 150 ms off; the echo's direct path comes 5 ms after the sound: measured
+    assert ec.stats.delay_ms == pytest.approx(5.0, abs=2)
 
 
 def test_an_idle_canceller_passes_the_microphone_through() -> None:

@@ -519,10 +519,11 @@ async def test_session_update_gets_session_updated(emulator: Emulator, connect: 
 
 async def test_conversation_item_create_gets_item_created(emulator: Emulator, connect: Any) -> None:
     client = await connect()
-    item = {"type": "function_call_output", "call_id": "call_1", "output": "{}"}
+    # (a function_call_output must answer a call the model made: see tests/test_tool_calls.py)
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}
     await client.send(protocol.conversation_item_create(item))
     created = await client.wait_for("conversation.item.created", channel="control")
-    assert created["item"]["call_id"] == "call_1" and created["item"]["id"].startswith("item_")
+    assert created["item"]["role"] == "user" and created["item"]["id"].startswith("item_")
     await client.send({"type": "conversation.item.retrieve", "item_id": created["item"]["id"]})
     retrieved = await client.wait_for("conversation.item.retrieved", channel="control")
     assert retrieved["item"] == created["item"]

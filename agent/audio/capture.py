@@ -513,6 +513,7 @@ class AlsaCapture:
         reference = None
         if self.echo is not None:
             mono, reference = self.echo.process(mono, t_end)
+            t_end -= self.echo.latency_s  # its output is a few ms late: the stamp says so
             if reference is not None:
                 reference.flags.writeable = False
         mono.flags.writeable = False  # shared by every subscriber

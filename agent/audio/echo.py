@@ -47,7 +47,9 @@ COMFORT_MS = (0.0, 200.0)
 #: The echo's delay searched, from the reference's own time: a device may run this far late.
 MAX_DELAY_MS = 400.0
 #: ... or this far early (the device's play time overestimated).
-MIN_DELAY_MS = -40.0
+MIN_DELAY_MS = -200.0
+#: A correlation peak this close to the highest, and earlier, is taken as the echo's direct path.
+FIRST_PEAK = 0.6
 #: After this long without sound from the speaker the canceller rests (passes audio through).
 IDLE_AFTER_S = 1.5
 #: Blocks of the aligned reference kept for tests and benchmarks (10 s of 20 ms blocks).
@@ -185,8 +187,10 @@ class DelayEstimator:
         lo = int(MIN_DELAY_MS * self.rate / 1000)
         hi = int(MAX_DELAY_MS * self.rate / 1000)
         lags = np.concatenate([corr[lo:], corr[: hi + 1]])  # lags lo..hi
-        k = int(np.argmax(lags))
-        peak = float(lags[k])
+        # the direct path: the first peak near the highest (a reflection off the table can be the
+        # highest, and is later)
+        peak = float(np.max(lags))
+        k = int(np.argmax(lags >= FIRST_PEAK * peak))
         floor = float(np.mean(np.abs(lags))) + 1e-12
         self.readings += 1
         confidence = peak / floor
@@ -222,6 +226,25 @@ class Aec3:
         return np.concatenate(out) if out else np.zeros(0, np.int16)
 
 
+def output_lag(rate: int) -> int:
+    """How many samples late AEC3 returns what it is given at `rate` with a reference playing, as it
+    always has in `process` (127 at 16 kHz with livekit 1.2; with no reference ever given it is 63: the
+    canceller's own block is not in the path then), measured on half a second of noise through a
+    canceller of its own, a tone in its reverse stream."""
+    aec = Aec3(rate)
+    n = aec.n
+    noise = (np.random.default_rng(0).standard_normal(50 * n) * 3000).astype(np.int16)
+    tone = (np.sin(np.arange(50 * n) * 2 * np.pi * 800 / rate) * 8000).astype(np.int16)
+    parts = []
+    for i in range(0, len(noise), n):
+        aec.reverse(tone[i : i + n])
+        parts.append(aec.capture(noise[i : i + n]))
+    out = np.concatenate(parts).astype(np.float64)
+    x = noise.astype(np.float64)
+    lags = [float(np.dot(out[d + 10 * n : d + 40 * n], x[10 * n : 40 * n])) for d in range(0, 4 * n)]
+    return int(np.argmax(lags))
+
+
 @dataclass
 class EchoStats:
     blocks: int = 0
@@ -251,6 +274,10 @@ class EchoCanceller:
         self._apm: Aec3 | None = None
         self._pending: float | None = None  # a new delay seen once; taken when seen again
         self.stats = EchoStats()
+        #: AEC3's output comes this many samples after its input (measured at load); 0 without it.
+        self.lag = 0
+        self._tail = np.zeros(0, np.int16)
+        self._resting = True
         #: (t_end, reference handed over) per block, for tests and benchmarks.
         self.fed: deque[tuple[float, np.ndarray]] = deque(maxlen=FED_LOG_BLOCKS)
 
@@ -258,7 +285,23 @@ class EchoCanceller:
         """Make the canceller (slow: loads the library); before the capture starts."""
         if self.mode == "local" and self._apm is None:
             self._apm = Aec3(self.rate)
+            self.lag = output_lag(self.rate)
+            self._tail = np.zeros(self.lag, np.int16)
         return self
+
+    @property
+    def latency_s(self) -> float:
+        """How late what `process` returns is behind what it was given (AEC3's framing; the same whether
+        it cancels or rests, so the stream never jumps)."""
+        return self.lag / self.rate
+
+    def _delayed(self, samples: np.ndarray) -> np.ndarray:
+        """The raw microphone, `lag` samples late: what a resting canceller returns."""
+        if not self.lag:
+            return samples
+        joined = np.concatenate([self._tail, samples])
+        self._tail = joined[-self.lag :]
+        return joined[: len(samples)]
 
     @property
     def delay_ms(self) -> float:
@@ -270,8 +313,10 @@ class EchoCanceller:
         start = self.timeline.index(t_end) - n - self._delay + self._lead
         ref = self.timeline.take(start, n)
         last = self.timeline.last_sound_t
+        raw_late = self._delayed(samples)
         if last is None or t_end - last > IDLE_AFTER_S:
-            return samples, (None if self.mode == "local" else np.zeros(n, np.int16))
+            self._resting = True
+            return raw_late, (None if self.mode == "local" else np.zeros(n, np.int16))
         self.fed.append((t_end, ref))
         reading = self.estimator.add(samples, ref)
         if reading is not None:
@@ -281,7 +326,7 @@ class EchoCanceller:
         assert self._apm is not None, "load() the canceller before use"
         step = self._apm.n
         if n % step:
-            return samples, None  # not whole 10 ms frames (a period the config forbids): pass through
+            return raw_late, None  # not whole 10 ms frames (a period the config forbids): pass through
         ref16 = np.clip(np.rint(ref), -32768, 32767).astype(np.int16)
         try:  # 10 ms of reference, then the 10 ms of microphone it echoes in
             parts = []
@@ -293,7 +338,11 @@ class EchoCanceller:
             self.stats.errors += 1
             if self.stats.errors == 1:
                 log.exception("echo canceller failed; passing the microphone through")
-            return samples, None
+            return raw_late, None
+        if self._resting and self.lag:
+            # AEC3 still holds the last samples it saw before it rested: the raw ones take their place
+            out[: self.lag] = raw_late[: self.lag]
+        self._resting = False
         self.stats.cancelled_blocks += 1
         return out, None
 
@@ -304,7 +353,8 @@ class EchoCanceller:
         cancel what comes before its reference) or later than AEC3 looks; then it is moved to lead by
         LEAD_MS. A reading must be seen twice to move it, except the first."""
         self.stats.echo_delay_ms = reading.delay_ms
-        self.stats.delay_ms = self.delay_ms + reading.delay_ms
+        # the reference handed over is the sound LEAD_MS after `delay_ms` before the capture
+        self.stats.delay_ms = self.delay_ms - LEAD_MS + reading.delay_ms
         if COMFORT_MS[0] <= reading.delay_ms <= COMFORT_MS[1]:
             self._pending = None
             return
