@@ -136,7 +136,11 @@ def test_an_idle_canceller_passes_the_microphone_through() -> None:
     ec = EchoCanceller(tl).load()
     block = (np.random.default_rng(5).standard_normal(320) * 1000).astype(np.int16)
     out, _ = ec.process(block, 10.0)
-    assert out is block
+    out2, _ = ec.process(block, 10.02)
+    # as late as AEC3 would return it (the stream must not jump when it starts or stops cancelling)
+    assert 120 <= ec.lag <= 136 and ec.latency_s == pytest.approx(ec.lag / 16000)
+    stream = np.concatenate([np.zeros(ec.lag, np.int16), block, block])
+    np.testing.assert_array_equal(np.concatenate([out, out2]), stream[:640])
     assert ec.stats.cancelled_blocks == 0
 
 
