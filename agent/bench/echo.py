@@ -158,7 +158,7 @@ async def room_run(
     hits = sum(any(s - 0.2 <= b <= s + 1.5 for b in barge) for s in stops_said)
     # a barge-in with the user silent for the second before it: the service heard the device itself
     self_int = sum(not talking(b - 1.0, b) for b in barge)
-    erle, converge = _erle(room, out_log, reply_starts)
+    erle, erle_by_reply, converge = _erle(room, out_log, reply_starts)
     listener = agent.listener
     wakes = listener.detections_total if listener is not None else 0
     echo = agent.capture.echo
@@ -169,6 +169,7 @@ async def room_run(
         "double_talk_trials": len(stops_said) if double_talk else None,
         "double_talk_barge_ins": hits if double_talk else None,
         "erle_db": erle,
+        "erle_db_by_reply": erle_by_reply,
         "converge_s": converge,
         "stop_word_false": (listener.stop_words if listener is not None else 0) if not double_talk else None,
         "wake_false": max(0, wakes - 1),
@@ -193,10 +194,11 @@ def _user_talking(room: Room) -> Any:
 
 def _erle(
     room: Room, out_log: list[tuple[float, np.ndarray]], reply_starts: list[float]
-) -> tuple[float | None, float | None]:
-    """(ERLE over the replies after their first second, the first reply's convergence time)."""
+) -> tuple[float | None, list[float | None], float | None]:
+    """(ERLE over the replies after their first second, the same per reply, the first reply's
+    convergence time)."""
     if not reply_starts or not out_log:
-        return None, None
+        return None, [], None
     times = np.array([t for t, _ in out_log])
     pairs: list[tuple[float, float, float]] = []  # (t, echo energy, out energy)
     for period in room.echo_log:
@@ -213,12 +215,11 @@ def _erle(
         k = int(np.searchsorted(starts, t)) - 1
         return t - starts[k] if k >= 0 else -1.0
 
-    after = [(e, o) for t, e, o in pairs if e > loud and into_reply(t) > 1.0]
-    erle = None
-    if after:
-        e_sum = sum(e for e, _ in after)
-        o_sum = sum(o for _, o in after)
-        erle = round(10 * np.log10(e_sum / max(o_sum, e_sum * 1e-6)), 1)
+    after = [(t, e, o) for t, e, o in pairs if e > loud and into_reply(t) > 1.0]
+    erle = _erle_of([(e, o) for _, e, o in after])
+    by_reply = [_erle_of([(e, o) for t, e, o in after if int(np.searchsorted(starts, t)) - 1 == k])
+                for k in range(len(starts))]  # fmt: skip
+
     first = reply_starts[0]
     # the first reply's first 3 s: the first half second of its echo cancelled by 20 dB or more
     windows = [(t, e, o) for t, e, o in pairs if first <= t <= first + 3.0 and e > loud]
@@ -230,7 +231,15 @@ def _erle(
         if 10 * np.log10(sum(w[1] for w in span) / max(sum(w[2] for w in span), 1e-9)) >= 20:
             converge = round(tk - first, 2)
             break
-    return erle, converge
+    return erle, by_reply, converge
+
+
+def _erle_of(pairs: list[tuple[float, float]]) -> float | None:
+    if not pairs:
+        return None
+    e_sum = sum(e for e, _ in pairs)
+    o_sum = sum(o for _, o in pairs)
+    return round(10 * np.log10(e_sum / max(o_sum, e_sum * 1e-6)), 1)
 
 
 def _meets(value: Any, op: str, goal: float) -> bool:
