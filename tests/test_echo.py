@@ -198,7 +198,7 @@ async def test_without_a_canceller_the_room_bites(tmp_path: Path, speech: Speech
     reply's echo for the user and barges in on it."""
     emu = await _emulator(tmp_path, speech)
     try:
-        run = await room_run(tmp_path, emu.url, KEY, "off", 0.0, speech, replies=1)
+        run = await room_run(tmp_path, emu.url, KEY, "off", 0.0, speech, replies=1, until_barge_in=True)
     finally:
         await emu.stop()
     assert run["self_interruptions"] >= 1

@@ -91,10 +91,11 @@ async def room_run(
     double_talk: bool = False,
     shift_ms: float | None = None,
     seed: int = 1,
+    until_barge_in: bool = False,
 ) -> dict[str, Any]:
     """One call in a room: the wake word, then `replies` user turns (each said when the last reply
     ended, or `double_talk`: "stop" said 1.5 s into each reply). `shift_ms` makes the device's hidden
-    latency jump in the middle of the second reply."""
+    latency jump in the middle of the second reply. `until_barge_in`: stop at the first barge-in."""
     from ..demo import demo_config
 
     spec = RoomSpec(echo_db=echo_db, noise_dbfs=NOISE_DBFS, seed=seed)
@@ -142,6 +143,9 @@ async def room_run(
                 break
             if not double_talk and said >= replies:
                 break
+            conv = agent.conversation
+            if until_barge_in and conv is not None and conv._result is not None and conv._result.barge_ins:
+                break
         cpu1, t1 = cpu_s(), time.monotonic()
         room_cpu = thread_cpu_s(room.mic.thread) + thread_cpu_s(room.speaker._thread)
         if agent.conversation is not None:
@@ -156,8 +160,9 @@ async def room_run(
     barge = list(result.t_barge_ins) if result is not None else []
     talking = _user_talking(room)
     hits = sum(any(s - 0.2 <= b <= s + 1.5 for b in barge) for s in stops_said)
-    # a barge-in with the user silent for the second before it: the service heard the device itself
-    self_int = sum(not talking(b - 1.0, b) for b in barge)
+    # a barge-in with the user silent for the 0.6 s before it (the service needs 0.1 s of speech to say so,
+    # and the agent hears of it within a few ms): the service heard the device itself
+    self_int = sum(not talking(b - 0.6, b) for b in barge)
     erle, erle_by_reply, converge = _erle(room, out_log, reply_starts)
     listener = agent.listener
     wakes = listener.detections_total if listener is not None else 0
