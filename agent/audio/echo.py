@@ -46,10 +46,14 @@ LEAD_MS = 5.0
 COMFORT_MS = (0.0, 200.0)
 #: The echo's delay searched, from the reference's own time: a device may run this far late.
 MAX_DELAY_MS = 400.0
-#: ... or this far early (the device's play time overestimated).
-MIN_DELAY_MS = -200.0
-#: A correlation peak this close to the highest, and earlier, is taken as the echo's direct path.
+#: ... or this far early (the device's play time overestimated). Wider, and the same reply heard twice
+#: (its echo now, its reference a moment ago) gives peaks far before the echo: measured, a reading of
+#: -144 ms moved the reference behind its echo, and the device talked to itself.
+MIN_DELAY_MS = -40.0
+#: A correlation peak this close to the highest, and at most `FIRST_PEAK_MS` earlier, is taken as the
+#: echo's direct path (reflections come after it, within about 20 ms).
 FIRST_PEAK = 0.6
+FIRST_PEAK_MS = 25.0
 #: After this long without sound from the speaker the canceller rests (passes audio through).
 IDLE_AFTER_S = 1.5
 #: Blocks of the aligned reference kept for tests and benchmarks (10 s of 20 ms blocks).
@@ -189,8 +193,10 @@ class DelayEstimator:
         lags = np.concatenate([corr[lo:], corr[: hi + 1]])  # lags lo..hi
         # the direct path: the first peak near the highest (a reflection off the table can be the
         # highest, and is later)
-        peak = float(np.max(lags))
-        k = int(np.argmax(lags >= FIRST_PEAK * peak))
+        top = int(np.argmax(lags))
+        peak = float(lags[top])
+        near = max(0, top - int(FIRST_PEAK_MS * self.rate / 1000))
+        k = near + int(np.argmax(lags[near : top + 1] >= FIRST_PEAK * peak))
         floor = float(np.mean(np.abs(lags))) + 1e-12
         self.readings += 1
         confidence = peak / floor
@@ -351,7 +357,8 @@ class EchoCanceller:
         delay in `COMFORT_MS` itself (a shift of ours would only make it search again, and the echo
         leak meanwhile), so the reference is moved only when the echo comes before it (nothing can
         cancel what comes before its reference) or later than AEC3 looks; then it is moved to lead by
-        LEAD_MS. A reading must be seen twice to move it, except the first."""
+        LEAD_MS. A reading must be seen twice (half a second apart) to move it: a wrong move puts the
+        reference behind its echo."""
         self.stats.echo_delay_ms = reading.delay_ms
         # the reference handed over is the sound LEAD_MS after `delay_ms` before the capture
         self.stats.delay_ms = self.delay_ms - LEAD_MS + reading.delay_ms
@@ -359,11 +366,10 @@ class EchoCanceller:
             self._pending = None
             return
         off = reading.delay_ms - LEAD_MS
-        if self.stats.readings and (self._pending is None or abs(self._pending - off) > 3.0):
-            self._pending = off
-            self.stats.readings += 1
-            return
         self.stats.readings += 1
+        if self._pending is None or abs(self._pending - off) > 3.0:  # a move is taken when seen twice
+            self._pending = off
+            return
         self._pending = None
         self._delay += round(off * self.rate / 1000)
         self.stats.realigned += 1
