@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 TIMELINE_S = 4.0
 #: Data that comes this long after the DAC played out what it had is a new start (an underrun).
 RESTART_SLACK_S = 0.03
-#: Microphone periods kept in `echo_log` / `user_log` (a minute of 20 ms periods).
-LOG_PERIODS = 3000
+#: Microphone periods kept in `echo_log` / `user_log` (five minutes of 20 ms periods: a 20-reply bench).
+LOG_PERIODS = 15000
 
 
 @dataclass(frozen=True)
