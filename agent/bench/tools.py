@@ -87,8 +87,11 @@ async def run_tools_bench(turns: int = 20) -> dict[str, Any]:
             finally:
                 await agent.stop()
                 feeder.stop()
-        await asyncio.sleep(0.3)
-        records = list(call_records(emu.record_dir).values())
+            for _ in range(50):  # the emulator writes the call's record as the call closes
+                records = list(call_records(emu.record_dir).values())
+                if records:
+                    break
+                await asyncio.sleep(0.1)
     result = agent.results[-1] if agent.results else None
     return _measure(agent, result, records[0] if records else {}, turns)
 
