@@ -134,8 +134,8 @@ def _measure(agent: Agent, result: Any, record: dict[str, Any], turns: int) -> d
                     rows["downlink_ms"].append((first - frames[f]) * 1000)
     out["tool_turns"] = len(rows["device_call_ms"])
     for name, values in rows.items():
-        out[f"{name}_p50"] = round(p, 1) if (p := pct(values, 50)) is not None else None
-        out[f"{name}_p95"] = round(p, 1) if (p := pct(values, 95)) is not None else None
+        out[f"{name}_p50"] = round(p, 1) if (p := pct(values, 0.5)) is not None else None
+        out[f"{name}_p95"] = round(p, 1) if (p := pct(values, 0.95)) is not None else None
     added = out.get("device_added_ms_p50")
     out["goal_device_added_ms"] = GOAL_DEVICE_ADDED_MS
     out["ok"] = out["tool_turns"] >= max(1, turns // 2) and added is not None and added <= GOAL_DEVICE_ADDED_MS
