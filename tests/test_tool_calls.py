@@ -4,13 +4,12 @@ real ALSA devices and mock pins), and the emulator holds a client to the protoco
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import websockets
 
 from agent.demo import run_demo
 from agent.emulator import Emulator, EmulatorSettings
@@ -19,7 +18,7 @@ from agent.voicelive import protocol
 from agent.voicelive.auth import Secret
 from tests.harness import agent_config, run_agent
 from tests.speech import espeak
-from tests.test_emulator import KEY, SPEECH, WS_CLIENT_LOG, RawClient, silence, ws_url
+from tests.test_emulator import KEY, SPEECH, connect, silence  # noqa: F401 (connect: a fixture)
 
 
 async def test_demo_tool_set_timer_rings_and_a_press_silences_it(tmp_path: Path, capsys: Any) -> None:
@@ -72,7 +71,8 @@ async def test_a_tool_turn_over_a_real_call(tmp_path: Path, duplicate: bool, eve
 
 
 @pytest.fixture
-async def tool_emulator() -> AsyncIterator[Emulator]:
+async def emulator() -> AsyncIterator[Emulator]:
+    """The emulator the raw client (`connect`, from tests.test_emulator) talks to: one with a tool script."""
     em = Emulator(EmulatorSettings(api_key=Secret(KEY), tool_script=(ToolStep(1, "get_time"),)))
     await em.start()
     try:
@@ -81,27 +81,10 @@ async def tool_emulator() -> AsyncIterator[Emulator]:
         await em.stop()
 
 
-@pytest.fixture
-async def connect_tools(tool_emulator: Emulator) -> AsyncIterator[Callable[[], Awaitable[RawClient]]]:
-    clients: list[RawClient] = []
-
-    async def _connect() -> RawClient:
-        ws = await websockets.connect(ws_url(tool_emulator), additional_headers={"api-key": KEY},
-                                      open_timeout=5, logger=WS_CLIENT_LOG)  # fmt: skip
-        clients.append(RawClient(ws))
-        return clients[-1]
-
-    try:
-        yield _connect
-    finally:
-        for c in clients:
-            await c.close()
-
-
 async def test_the_emulator_routes_tool_calls_and_holds_the_client_to_the_protocol(
-    connect_tools: Any, tool_emulator: Emulator
+    connect: Any, emulator: Emulator  # noqa: F811 (the imported fixture)
 ) -> None:
-    client = await connect_tools()
+    client = await connect()
     client.mic.play(np.concatenate([silence(0.3), SPEECH, silence(1.0)]))
     await client.call({"turn_detection": {"type": "server_vad", "silence_duration_ms": 300}})
     args_done = await client.wait_for("response.function_call_arguments.done", timeout=15)
@@ -111,7 +94,7 @@ async def test_the_emulator_routes_tool_calls_and_holds_the_client_to_the_protoc
     done = await client.wait_for("response.done", channel="data")
     assert done["response"]["output"][0]["call_id"] == call_id
     assert client.events("response.function_call_arguments.done", "data") == []
-    sent = [(ch, e["type"]) for ch, e in tool_emulator.calls[0].sent_events]
+    sent = [(ch, e["type"]) for ch, e in emulator.calls[0].sent_events]
     assert sent.index(("data", "response.done")) < sent.index(("control", "response.function_call_arguments.done"))
     assert args_done["name"] == "get_time"
     # response.create before the output, and an output for a call it never made: refused
