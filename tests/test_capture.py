@@ -121,6 +121,42 @@ async def test_idle_reads_come_a_chunk_at_a_time_stamped_as_captured(alsa: Path)
     assert cap.stats.overruns == 0
 
 
+class _LateWakeups(FifoFeeder):
+    """A microphone whose reader a busy scheduler wakes late: a third of the periods reach it up to
+    15 ms after they were captured (each period is captured on the feeder's schedule; a late one is
+    written late, the next ones on time again)."""
+
+    rng = np.random.default_rng(4)
+
+    def _next_chunk(self) -> tuple[bytes | None, bool]:
+        if self.connected.is_set() and self.rng.random() < 1 / 3:
+            time.sleep(self.rng.random() * 0.015)
+        return super()._next_chunk()
+
+
+async def test_a_reader_woken_late_still_stamps_each_block_when_captured(alsa: Path) -> None:
+    """The stamps come 20 ms apart, from the samples' count, not from when the reads returned (which the
+    echo canceller would take for the microphone jumping about: agent.audio.streamclock)."""
+    fifo = alsa / "mic.fifo"
+    cap = AlsaCapture(CaptureConfig(device=capture_device(fifo), rate=16000, period_ms=20))
+    seen: list[tuple[PcmBlock, float]] = []
+    cap.taps.append(lambda b: seen.append((b, time.monotonic())))
+    sub = cap.hub.subscribe("call", max_blocks=1000)  # a call: every period read as it comes
+    feeder = _LateWakeups(fifo, noise(3.0, 16000, seed=5), rate=16000, period_frames=320, then="hold").start()
+    await cap.start()
+    try:
+        await wait_until(lambda: len(seen) >= 140, 6, "the feed")
+    finally:
+        await cap.stop()
+        feeder.stop()
+    assert len(sub) >= 140 and cap.stats.overruns == 0
+    returned = np.diff([t for _, t in seen][10:]) * 1000
+    assert np.abs(returned - 20.0).max() > 5.0  # the reads did come back late
+    steps = np.diff([b.t_end for b, _ in seen][10:]) * 1000
+    assert np.abs(steps - 20.0).max() < 1.0, (steps.min(), steps.max())
+    assert all(b.t_end <= t for b, t in seen)
+
+
 async def test_a_subscriber_ends_the_idle_bursts_at_once(alsa: Path) -> None:
     """A call subscribing mid-sleep gets the periods captured so far at once and every later period as
     it comes (no bursts while something on the event loop listens)."""

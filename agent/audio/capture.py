@@ -14,8 +14,9 @@ half a period away, reads the three periods already there at once, and waits in 
 its end. It wakes twice a chunk instead of four times, and each wake-up's Python runs with warm caches:
 measured here, that is what the thread costs (its Python is a few microseconds a block when warm, and
 about a hundred right after a blocking read). The wake word needs nothing sooner: it scores whole
-chunks, and its batches end where the bursts do. A block read at once is stamped from the last blocking
-read (`anchor + k * period`), so its time is still that of its own last sample. A new subscriber ends
+chunks, and its batches end where the bursts do. Blocks are stamped by sample count from the earliest
+their reads could have returned (agent.audio.streamclock), so a block read at once, or a read the
+scheduler woke late, still carries the time of its own last sample. A new subscriber ends
 a sleep at once (a call needs every period as it comes). The buffer asked for holds twice a burst, so a
 late wake-up does not overrun; a device that takes less is read every period.
 
@@ -71,6 +72,7 @@ from ..config import CaptureConfig
 from .alsa import Backoff, ErrorReporter, PcmFactory, RateLimitedCounter, State, open_pcm, run_reopening
 from .echo import EchoCanceller
 from .frames import PcmBlock, blocks_per_chunk
+from .streamclock import StreamClock
 
 log = logging.getLogger(__name__)
 
@@ -409,10 +411,10 @@ class AlsaCapture:
 
     def _read_loop(self, pcm: Any, stop: threading.Event) -> None:
         """Read until `stop`; raises on a device error. A read that waited for its period anchors the
-        clock (`anchor`, `k` periods since); reads that found their period there already are stamped
-        from it. Idle, reads come in bursts (see the module docstring). Reads that never block (a
-        regular file or the `null` device) are paced to real time; a live device, whose clock drifts
-        from ours, is never held back, since every read that waits re-anchors."""
+        pacing (`anchor`, `k` periods since); the stamps come from a `StreamClock`. Idle, reads come in
+        bursts (see the module docstring). Reads that never block (a regular file or the `null` device)
+        are paced to real time; a live device, whose clock drifts from ours, is never held back, since
+        every read that waits re-anchors."""
         burst = self._burst_for(pcm)
         try:
             self._reads(pcm, stop, burst)
@@ -426,6 +428,7 @@ class AlsaCapture:
         broken_pipes = 0
         warned = False
         driving = False  # the duplex partner was pumped after the last read
+        clock = StreamClock(self.rate)  # the blocks' stamps (the anchor only paces the reads)
         while not stop.is_set():
             t_before = time.monotonic()
             try:
@@ -435,6 +438,7 @@ class AlsaCapture:
                 if "Broken pipe" in str(exc) and broken_pipes < 10:
                     broken_pipes += 1
                     self._overrun()
+                    clock.reset()
                     continue
                 raise
             t_end = time.monotonic()
@@ -444,6 +448,7 @@ class AlsaCapture:
                 if n == -errno.EPIPE:
                     self._overrun()
                     anchor = None
+                    clock.reset()
                     continue
                 raise alsaaudio.ALSAAudioError(f"read returned {n}")
             broken_pipes = 0
@@ -456,7 +461,7 @@ class AlsaCapture:
             else:
                 k += 1
             assert anchor is not None
-            block = self._make_block(data, min(t_end, anchor + k * self.period_s))
+            block = self._make_block(data, clock.stamp(t_end, n))
             subscribed = self._deliver_from_thread(block, stop)
             if self.duplex is not None and (driving or subscribed):
                 driving = subscribed
