@@ -14,6 +14,12 @@ speech (`say`), room noise, and the echo: the speaker's timeline through the roo
 period's last sample. So the echo comes with the device's real delay, changes when an underrun changes
 it, and the agent cannot know it but by listening.
 
+The speaker's and the microphone's threads stand for hardware, which a busy CPU does not delay: they
+ask for real-time scheduling (`SCHED_FIFO`) where the process may have it (as root); elsewhere they run
+as they are, and a loaded machine then moves the DAC's start by the speaker thread's late wake-up
+(measured under two CPU hogs: the echo's delay changed by up to 30 ms from one reply to the next, and by
+up to 15 ms with real-time threads, the rest being the agent's own late writes).
+
 `shift_latency(ms)` makes the device's unknown latency jump (a clock slip, a USB hiccup): what the
 speaker plays next comes that much later. `echo_log` keeps what the echo alone put into each microphone
 period (and `user_log` the rest), by capture time, so a measurement can tell echo from the user.
@@ -46,6 +52,16 @@ TIMELINE_S = 4.0
 RESTART_SLACK_S = 0.03
 #: Microphone periods kept in `echo_log` / `user_log` (five minutes of 20 ms periods: a 20-reply bench).
 LOG_PERIODS = 15000
+#: The room's threads' real-time priority (low: above every normal thread, below the kernel's own).
+HARDWARE_PRIORITY = 10
+
+
+def _as_hardware() -> None:
+    """This thread stands for hardware: real-time scheduling if the process may have it."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(HARDWARE_PRIORITY))
+    except (OSError, AttributeError) as exc:  # not root, or no such scheduler here
+        log.debug("room: no real-time scheduling for %s (%s)", threading.current_thread().name, exc)
 
 
 @dataclass(frozen=True)
@@ -141,6 +157,7 @@ class _Speaker:
 
     def _run(self) -> None:
         assert self._fd is not None
+        _as_hardware()
         frame_bytes = 2 * self.channels
         while not self._stop.is_set():
             ready, _, _ = select.select([self._fd], [], [], 0.05)
@@ -185,6 +202,10 @@ class _Mic(FifoFeeder):
     """The microphone: each period mixed as it is written (see the module docstring)."""
 
     room: Room
+
+    def _run(self) -> None:
+        _as_hardware()
+        super()._run()
 
     def _next_chunk(self) -> tuple[bytes | None, bool]:
         user, fed = super()._next_chunk()
