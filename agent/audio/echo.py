@@ -38,12 +38,28 @@ log = logging.getLogger(__name__)
 
 #: How much of the played sound the timeline keeps (the reference is read at most ~0.5 s after play).
 TIMELINE_S = 4.0
-#: Two writes this close (in samples of the timeline) are one continuous stream.
-CONTIGUOUS_MS = 2.0
+#: Two writes this close are one continuous stream (a write's play time comes from the playback
+#: thread's clock readings, which a busy scheduler makes a few ms late).
+CONTIGUOUS_MS = 5.0
+#: The canceller reads the reference continuously while the capture's stamps stay this close to where
+#: it reads (a real jump, an overrun say, is further). Within it, it creeps a sample at a time toward
+#: where the stamps say, averaged over about a second (`CURSOR_SMOOTHING` a block), once that is more
+#: than `CURSOR_DEADBAND_MS` off: a drift compensator, deaf to the stamps' own wobble.
+CURSOR_SLACK_MS = 4.0
+CURSOR_DEADBAND_MS = 0.5
+CURSOR_SMOOTHING = 0.02
 #: When the reference is moved, it goes into the canceller this far ahead of its echo.
 LEAD_MS = 5.0
 #: The echo delays behind the reference AEC3 follows by itself (its delay estimator's range is wider).
 COMFORT_MS = (0.0, 200.0)
+#: Once AEC3 has settled on a delay, an echo that comes more than this far from it (the device started
+#: anew with another latency) has the reference moved to keep AEC3's delay where it was: measured
+#: offline, AEC3 left on its own after an echo came 24 ms earlier took 2.5 s to cancel again (ERLE
+#: 2-5 dB until then), and the strict service barged in.
+HOLD_MS = 4.0
+#: A reading moves the reference, or sets the delay to hold, only this sure (GCC-PHAT's peak against
+#: its mean: a reply's first half second reads 15-30 and can be 20 ms off; a settled echo reads 40-150).
+MOVE_CONFIDENCE = 35.0
 #: The echo's delay searched, from the reference's own time: a device may run this far late.
 MAX_DELAY_MS = 400.0
 #: ... or this far early (the device's play time overestimated). Wider, and the same reply heard twice
@@ -79,6 +95,9 @@ class ReferenceTimeline:
         #: Monotonic time of the last write that carried sound.
         self.last_sound_t: float | None = None
         self.restarts = 0
+        #: Streams begun (the first write, and every write after a gap or a flush): the device started
+        #: anew, and its latency may differ from the last stream's.
+        self.starts = 0
 
     def index(self, t: float) -> int:
         return round((t - self.t0) * self.rate)
@@ -92,6 +111,7 @@ class ReferenceTimeline:
         if self._end is None or abs(start - self._end) > tol:
             if self._end is not None:
                 self.restarts += 1
+            self.starts += 1
             self._end = start
         if not audible:
             self._end += round(n_in * self.rate / rate)
@@ -104,6 +124,11 @@ class ReferenceTimeline:
         with self._lock:
             self._put(self._end, mono.astype(np.float32))
         self._end += len(mono)
+
+    @property
+    def written_until(self) -> int | None:
+        """The index after the last sample written (None before a write, or after a flush)."""
+        return self._end
 
     def dropped(self, t: float) -> None:
         """The device dropped what it held (a flush): nothing queued to play after `t` will."""
@@ -175,8 +200,8 @@ class DelayEstimator:
         while self._held - len(self._mic[0]) >= self.window:
             self._held -= len(self._mic.popleft())
             self._ref.popleft()
-        if self._since < self.every or self._held < self.window:
-            return None
+        if self._since < self.every or self._held < self.window // 2:
+            return None  # (half a window is enough for a first reading: a new stream is measured soon)
         self._since = 0
         ref_all = np.concatenate(self._ref)
         if float(np.sqrt(np.mean(ref_all**2))) < 100:  # about -50 dBFS: nothing worth measuring played
@@ -263,6 +288,8 @@ class EchoStats:
     readings: int = 0
     #: Times the reference was moved (the echo came before it, or too late for AEC3).
     realigned: int = 0
+    #: Times the capture's stamps left the reference's read position by more than CURSOR_SLACK_MS.
+    resyncs: int = 0
     errors: int = 0
 
 
@@ -276,9 +303,16 @@ class EchoCanceller:
         self.rate = timeline.rate
         self._delay = round(initial_delay_ms * self.rate / 1000)
         self._lead = round(LEAD_MS * self.rate / 1000)
+        self._cursor: int | None = None  # where the next block's reference is read
+        self._slack = round(CURSOR_SLACK_MS * self.rate / 1000)
+        self._deadband = round(CURSOR_DEADBAND_MS * self.rate / 1000)
+        self._off = 0.0  # how far the stamps say the cursor is off, smoothed
         self.estimator = DelayEstimator(self.rate)
         self._apm: Aec3 | None = None
         self._pending: float | None = None  # a new delay seen once; taken when seen again
+        self._held: float | None = None  # the echo's delay behind the reference AEC3 has settled on
+        self._settling: float | None = None  # the last reading, until two agree
+        self._starts = 0  # the timeline's streams seen
         self.stats = EchoStats()
         #: AEC3's output comes this many samples after its input (measured at load); 0 without it.
         self.lag = 0
@@ -316,14 +350,18 @@ class EchoCanceller:
     def process(self, samples: np.ndarray, t_end: float) -> tuple[np.ndarray, np.ndarray | None]:
         n = len(samples)
         self.stats.blocks += 1
-        start = self.timeline.index(t_end) - n - self._delay + self._lead
-        ref = self.timeline.take(start, n)
+        ref = self.timeline.take(self._read_at(self.timeline.index(t_end) - n - self._delay + self._lead, n), n)
         last = self.timeline.last_sound_t
         raw_late = self._delayed(samples)
         if last is None or t_end - last > IDLE_AFTER_S:
             self._resting = True
+            self._cursor = None
             return raw_late, (None if self.mode == "local" else np.zeros(n, np.int16))
         self.fed.append((t_end, ref))
+        if self.timeline.starts != self._starts:  # the device started anew: measure this stream alone
+            self._starts = self.timeline.starts
+            self.estimator.reset()
+            self._pending = None
         reading = self.estimator.add(samples, ref)
         if reading is not None:
             self._realign(reading)
@@ -352,32 +390,71 @@ class EchoCanceller:
         self.stats.cancelled_blocks += 1
         return out, None
 
+    def _read_at(self, want: int, n: int) -> int:
+        """Where this block's reference starts: right after the last block's, so AEC3 gets one
+        continuous stream, unless the stamp (`want`) says the microphone moved by more than the slack.
+        Stamps that stay a little off are followed a sample at a time."""
+        cursor = self._cursor
+        if cursor is None or abs(want - cursor) > self._slack:
+            if cursor is not None:
+                self.stats.resyncs += 1
+            cursor, self._off = want, 0.0
+        else:
+            self._off += CURSOR_SMOOTHING * (want - cursor - self._off)
+            if abs(self._off) > self._deadband:
+                step = 1 if self._off > 0 else -1
+                cursor += step
+                self._off -= step
+        self._cursor = cursor + n
+        return cursor
+
     def _realign(self, reading: DelayReading) -> None:
         """The echo comes `reading.delay_ms` after the reference handed over. AEC3 finds and follows any
-        delay in `COMFORT_MS` itself (a shift of ours would only make it search again, and the echo
-        leak meanwhile), so the reference is moved only when the echo comes before it (nothing can
-        cancel what comes before its reference) or later than AEC3 looks; then it is moved to lead by
-        LEAD_MS. A reading must be seen twice (half a second apart) to move it: a wrong move puts the
-        reference behind its echo."""
+        delay in `COMFORT_MS` itself, so the first such delay is left to it, and held: a later stream
+        whose echo comes more than HOLD_MS from it has the reference moved by the difference (AEC3 keeps
+        its filter; left alone it re-learns slowly, worst when the echo comes earlier). An echo before
+        the reference (nothing can cancel what comes before its reference) or later than AEC3 looks has
+        the reference moved to lead it by LEAD_MS. A move must be seen twice, half a second apart: a
+        wrong one puts the reference behind its echo."""
         self.stats.echo_delay_ms = reading.delay_ms
         # the reference handed over is the sound LEAD_MS after `delay_ms` before the capture
         self.stats.delay_ms = self.delay_ms - LEAD_MS + reading.delay_ms
-        if COMFORT_MS[0] <= reading.delay_ms <= COMFORT_MS[1]:
+        if reading.confidence < MOVE_CONFIDENCE:
+            return
+        comfortable = COMFORT_MS[0] <= reading.delay_ms <= COMFORT_MS[1]
+        if comfortable and self._held is None:
+            # AEC3 follows this delay itself; held once two readings agree on it
+            settled = self._settling is not None and abs(self._settling - reading.delay_ms) <= 2.0
+            self._settling = reading.delay_ms
+            if settled:
+                self._held = reading.delay_ms
+            return
+        target = self._held if comfortable and self._held is not None else LEAD_MS
+        off = reading.delay_ms - target
+        if abs(off) <= HOLD_MS:
             self._pending = None
             return
-        off = reading.delay_ms - LEAD_MS
         self.stats.readings += 1
         if self._pending is None or abs(self._pending - off) > 3.0:  # a move is taken when seen twice
             self._pending = off
             return
         self._pending = None
-        self._delay += round(off * self.rate / 1000)
+        move = round(off * self.rate / 1000)
+        written = self.timeline.written_until
+        ahead = self.rate // 50  # the speaker is written a period or more before it plays
+        if move < 0 and (self._cursor is None or written is None or self._cursor - move > written + ahead):
+            # an earlier echo needs newer reference than the speaker has been given yet: AEC3 re-learns
+            self._held = reading.delay_ms if comfortable else self._held
+            return
+        self._delay += move
+        self._held = target
+        self._cursor = None  # read from the new delay at once
         self.stats.realigned += 1
         self.estimator.reset()
         log.info(
             "echo %.0f ms behind the speaker's clock: the reference now leads it by %.0f ms",
             self.stats.delay_ms,
-            LEAD_MS,
+            target,
         )
 
 
