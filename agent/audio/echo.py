@@ -24,8 +24,6 @@ the stop word and the uplink see it.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal
@@ -33,6 +31,7 @@ from typing import Literal
 import numpy as np
 
 from .resample import PcmConverter, frame_from_pcm
+from .timeline import SampleTimeline
 
 log = logging.getLogger(__name__)
 
@@ -78,29 +77,22 @@ FED_LOG_BLOCKS = 500
 EchoMode = Literal["local", "client-reference"]
 
 
-class ReferenceTimeline:
-    """The speaker's sound at `rate` (the capture's), mono float32, by sample index of one clock:
-    index(t) = (t - t0) * rate. Written by whoever writes the speaker, read by the capture thread."""
+class ReferenceTimeline(SampleTimeline):
+    """The speaker's sound at `rate` (the capture's), mono float32, on the capture's clock (see
+    agent.audio.timeline). Written by whoever writes the speaker, read once by the capture thread."""
 
     def __init__(self, rate: int, t0: float | None = None) -> None:
-        self.rate = rate
-        self.t0 = time.monotonic() if t0 is None else t0
-        self._buf = np.zeros(int(TIMELINE_S * rate), np.float32)
-        self._lock = threading.Lock()
+        super().__init__(rate, TIMELINE_S, t0)
         self._conv: PcmConverter | None = None
         self._conv_key: tuple[int, int] | None = None
         self._pts = 0
         self._end: int | None = None  # index after the last sample written
-        self._read = 0  # index up to which the capture side has read (older samples are zeroed)
         #: Monotonic time of the last write that carried sound.
         self.last_sound_t: float | None = None
         self.restarts = 0
         #: Streams begun (the first write, and every write after a gap or a flush): the device started
         #: anew, and its latency may differ from the last stream's.
         self.starts = 0
-
-    def index(self, t: float) -> int:
-        return round((t - self.t0) * self.rate)
 
     def played(self, frames: np.ndarray, rate: int, channels: int, t_plays: float, audible: bool) -> None:
         """A write to the speaker: interleaved int16 `frames` at `rate`, its first frame playing at
@@ -121,8 +113,7 @@ class ReferenceTimeline:
         mono = self._conv.convert(frame_from_pcm(frames, rate, channels, pts=self._pts))
         self._pts += n_in
         self.last_sound_t = t_plays
-        with self._lock:
-            self._put(self._end, mono.astype(np.float32))
+        self.put(self._end, mono.astype(np.float32))  # (a late write, played before it could be read: dropped)
         self._end += len(mono)
 
     @property
@@ -132,32 +123,13 @@ class ReferenceTimeline:
 
     def dropped(self, t: float) -> None:
         """The device dropped what it held (a flush): nothing queued to play after `t` will."""
-        with self._lock:
-            if self._end is not None:
-                at = max(self.index(t), self._read)
-                if self._end > at:
-                    self._zero(at, self._end)
-            self._end = None
+        if self._end is not None:
+            self.zero(self.index(t), self._end)
+        self._end = None
 
     def take(self, start: int, count: int) -> np.ndarray:
-        """Samples [start, start + count); what lies before `start` is forgotten (zeroed)."""
-        n = len(self._buf)
-        with self._lock:
-            if start > self._read:
-                self._zero(self._read, min(start, self._read + n))
-            out = self._buf[np.arange(start, start + count) % n]
-            self._zero(max(start, self._read), start + count)
-            self._read = max(self._read, start + count)
-        return out
-
-    def _put(self, start: int, samples: np.ndarray) -> None:
-        if start + len(samples) <= self._read:
-            return  # played before anyone could read it (a late write): never heard as reference
-        self._buf[np.arange(start, start + len(samples)) % len(self._buf)] = samples
-
-    def _zero(self, a: int, b: int) -> None:
-        if b > a:
-            self._buf[np.arange(a, b) % len(self._buf)] = 0.0
+        """Samples [start, start + count), read once: they and all before them are forgotten."""
+        return self.read(start, count, start + count)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ import numpy as np
 
 from ..audio.fileplugin import FifoFeeder, capture_device, playback_device, use_file_plugin
 from ..audio.resample import PcmConverter, frame_from_pcm
+from ..audio.timeline import SampleTimeline
 from .acoustics import Convolver, RoomSpec, impulse_response
 
 log = logging.getLogger(__name__)
@@ -72,40 +73,11 @@ class MicPeriod:
     samples: np.ndarray  # int16
 
 
-class _Timeline:
-    """What the speaker played, at the microphone's rate, by absolute sample index (`index(t)`)."""
-
-    def __init__(self, rate: int, t0: float) -> None:
-        self.rate = rate
-        self.t0 = t0
-        self._buf = np.zeros(int(TIMELINE_S * rate))
-        self._lock = threading.Lock()
-
-    def index(self, t: float) -> int:
-        return round((t - self.t0) * self.rate)
-
-    def write(self, start: int, samples: np.ndarray) -> None:
-        n = len(self._buf)
-        with self._lock:
-            idx = (start + np.arange(len(samples))) % n
-            self._buf[idx] = samples
-
-    def take(self, start: int, count: int, forget_before: int) -> np.ndarray:
-        """Samples [start, start + count), and zero those before `forget_before` that were not yet
-        (each sample is forgotten once, so the ring never plays old audio again)."""
-        n = len(self._buf)
-        with self._lock:
-            out = self._buf[(start + np.arange(count)) % n]
-            if forget_before > start:
-                self._buf[(np.arange(start, forget_before)) % n] = 0.0
-        return out
-
-
 class _Speaker:
     """The DAC: reads the speaker FIFO and puts what it plays on the timeline."""
 
     def __init__(
-        self, fifo: Path, rate: int, channels: int, timeline: _Timeline, spec: RoomSpec, wav: Path | None = None
+        self, fifo: Path, rate: int, channels: int, timeline: SampleTimeline, spec: RoomSpec, wav: Path | None = None
     ) -> None:
         self.fifo = fifo
         self.wav_path = wav
@@ -194,7 +166,7 @@ class _Speaker:
         elif self._end > arrival + TIMELINE_S / 4 * self.timeline.rate:
             log.warning("room: the speaker gets audio faster than real time; dropping it")
             return
-        self.timeline.write(self._end, mono.astype(np.float64))
+        self.timeline.put(self._end, mono.astype(np.float64))
         self._end += len(mono)
 
 
@@ -237,7 +209,7 @@ class Room:
         self.mic_rate = mic_rate
         self.period_frames = period_frames
         use_file_plugin(self.directory)
-        self.timeline = _Timeline(mic_rate, time.monotonic())
+        self.timeline = SampleTimeline(mic_rate, TIMELINE_S, time.monotonic(), np.float64)
         self.speaker = _Speaker(
             self.directory / "speaker.fifo", speaker_rate, speaker_channels, self.timeline, self.spec, speaker_wav
         )
@@ -305,7 +277,7 @@ class Room:
         self._next += n
         hist = self._conv.history
         first = start + n - hist
-        past = self.timeline.take(first, hist, forget_before=first + n)  # the next period starts n later
+        past = self.timeline.read(first, hist, forget_until=first + n)  # the next period starts n later
         echo = self._conv.block(past)
         rest = user.astype(np.float64)
         if self.spec.noise_dbfs is not None:
