@@ -199,6 +199,11 @@ class Conversation:
         if self.call is not None:
             await self.call.hangup(why)
 
+    @property
+    def barge_ins(self) -> int:
+        """Replies barged in on so far in this conversation (its result, while it still runs)."""
+        return self._result.barge_ins if self._result is not None else 0
+
     def assistant_audible(self, now: float | None = None) -> bool:
         """The assistant is talking: its reply's audio is still coming from the service, or the speaker
         has not yet played the last of it."""

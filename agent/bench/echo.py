@@ -144,7 +144,7 @@ async def room_run(
             if not double_talk and said >= replies:
                 break
             conv = agent.conversation
-            if until_barge_in and conv is not None and conv._result is not None and conv._result.barge_ins:
+            if until_barge_in and conv is not None and conv.barge_ins:
                 break
         cpu1, t1 = cpu_s(), time.monotonic()
         room_cpu = thread_cpu_s(room.mic.thread) + thread_cpu_s(room.speaker._thread)
