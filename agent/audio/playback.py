@@ -59,7 +59,6 @@ becomes "error", and the device is reopened with backoff; audio keeps queueing (
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import dataclasses
 import errno
@@ -80,6 +79,7 @@ from .alsa import Backoff, ErrorReporter, PcmFactory, RateLimitedCounter, State,
 from .echo import ReferenceTimeline
 from .frames import is_audible
 from .resample import PcmConverter, convert_pcm
+from .writelog import TimeRing, WriteLog
 
 log = logging.getLogger(__name__)
 
@@ -294,8 +294,7 @@ class AlsaPlayback:
         self._wake = threading.Event()
         self._flush_req = threading.Event()
         self._thread: threading.Thread | None = None
-        self._writes: deque[_Write] = deque(maxlen=4096)  # the audio writes, oldest first
-        self._writes_lock = threading.Lock()
+        self._writes = WriteLog()  # the audio writes, oldest first
         self._idle = False  # the thread sleeps until audio is queued
         self._step_lock = threading.Lock()  # one pass over the device at a time (see pump)
         self._dev: _Device | None = None  # the open device, while the thread's loop runs
@@ -313,8 +312,8 @@ class AlsaPlayback:
         #: Monotonic time of the last write that carried audible sound (see frames.AUDIBLE): for
         #: measuring how fast a barge-in silences the speaker, and for wake word echo suppression.
         self.last_audible_t: float | None = None
-        #: The times of the recent audible writes, for measurements (bounded).
-        self.audible_writes: deque[float] = deque(maxlen=8192)
+        #: The times of the recent audible writes, for measurements (bounded, allocated once).
+        self.audible_writes = TimeRing()
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -433,9 +432,7 @@ class AlsaPlayback:
         return t_plays + (max(mark, start_pos) - start_pos) / self.rate
 
     def _write_after(self, mark: int) -> _Write | None:
-        with self._writes_lock:
-            i = bisect.bisect_right(self._writes, mark, key=lambda w: w[0])
-            return self._writes[i] if i < len(self._writes) else None
+        return self._writes.first_after(mark)
 
     # -- lifecycle (event loop) --------------------------------------------------------------------
 
@@ -649,8 +646,7 @@ class AlsaPlayback:
                 if audible:
                     self.last_audible_t = t
                     self.audible_writes.append(t)
-                with self._writes_lock:
-                    self._writes.append((start_pos + n_audio, t, start_pos, t_plays))
+                self._writes.add(start_pos + n_audio, t, start_pos, t_plays)
                 if self.on_written is not None:
                     try:
                         self.on_written(t, n_audio)
