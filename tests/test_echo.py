@@ -133,14 +133,14 @@ def test_the_reference_is_read_as_one_stream_while_the_stamps_wobble(voice: np.n
     assert ec.stats.resyncs == 1
 
 
-@pytest.mark.parametrize("new_delay_ms", [34.0, 82.0])
+@pytest.mark.parametrize(("new_delay_ms", "moved", "min_erle"), [(34.0, 1, 30.0), (82.0, 0, 30.0)])
 def test_a_device_that_starts_anew_with_another_latency_keeps_its_echo_cancelled(
-    voice: np.ndarray, new_delay_ms: float
+    voice: np.ndarray, new_delay_ms: float, moved: int, min_erle: float
 ) -> None:
-    """The echo comes 58 ms late, then (the speaker restarted after a pause) 24 ms earlier or later. The
-    reference is moved to keep the delay AEC3 settled on: cancelling again within a second. (Left to
-    AEC3 alone, an echo 24 ms earlier stayed at 2-5 dB for 2.5 s, and the strict service barged in.)
-    The speaker is written two blocks before it plays, as the playback does."""
+    """The echo comes 58 ms late, then (the speaker restarted after a pause) 24 ms earlier or later. An
+    earlier echo has the reference moved to keep the delay AEC3 settled on: cancelling again within a
+    second (left to AEC3 alone it stayed at 2-5 dB for 2.5 s, and the strict service barged in). A later
+    one AEC3 finds itself. The speaker is written two blocks before it plays, as the playback does."""
     gap = 16000
     far = np.concatenate([voice, np.zeros(gap), voice, voice]).astype(float)
     change = len(voice) + gap
@@ -158,11 +158,11 @@ def test_a_device_that_starts_anew_with_another_latency_keeps_its_echo_cancelled
             tl.played(far48[3 * written : 3 * written + 960], 48000, 1, 1.0 + written / 16000, True)
             written += 320
         out[k : k + 320], _ = ec.process(mic[k : k + 320].astype(np.int16), 1.0 + (k + 320) / 16000)
-    assert ec.stats.realigned == 1
+    assert ec.stats.realigned == moved
     after = slice(change + 16000, change + 40000)  # from a second after the change, for 1.5 s
     lag = ec.lag
     erle = 10 * np.log10(np.sum(echo[after] ** 2) / np.sum(out[after.start + lag : after.stop + lag] ** 2))
-    assert erle >= 30
+    assert erle >= min_erle
 
 
 def test_the_reference_is_moved_when_the_echo_comes_first(voice: np.ndarray) -> None:

@@ -51,10 +51,10 @@ CURSOR_SMOOTHING = 0.02
 LEAD_MS = 5.0
 #: The echo delays behind the reference AEC3 follows by itself (its delay estimator's range is wider).
 COMFORT_MS = (0.0, 200.0)
-#: Once AEC3 has settled on a delay, an echo that comes more than this far from it (the device started
-#: anew with another latency) has the reference moved to keep AEC3's delay where it was: measured
-#: offline, AEC3 left on its own after an echo came 24 ms earlier took 2.5 s to cancel again (ERLE
-#: 2-5 dB until then), and the strict service barged in.
+#: Once AEC3 has settled on a delay, an echo that comes more than this much earlier (the device started
+#: anew with less latency) has the reference moved to keep AEC3's delay where it was: measured offline,
+#: AEC3 left on its own after an echo came 24 ms earlier took 2.5 s to cancel again (ERLE 2-5 dB until
+#: then), and the strict service barged in. A later echo AEC3 finds itself (33 dB within 0.75 s).
 HOLD_MS = 4.0
 #: A reading moves the reference, or sets the delay to hold, only this sure (GCC-PHAT's peak against
 #: its mean: a reply's first half second reads 15-30 and can be 20 ms off; a settled echo reads 40-150).
@@ -383,8 +383,8 @@ class EchoCanceller:
     def _realign(self, reading: DelayReading) -> None:
         """The echo comes `reading.delay_ms` after the reference handed over. AEC3 finds and follows any
         delay in `COMFORT_MS` itself, so the first such delay is left to it, and held: a later stream
-        whose echo comes more than HOLD_MS from it has the reference moved by the difference (AEC3 keeps
-        its filter; left alone it re-learns slowly, worst when the echo comes earlier). An echo before
+        whose echo comes more than HOLD_MS earlier has the reference moved by the difference (AEC3
+        keeps its filter; left alone it re-learns an earlier echo slowly, a later one quickly). An echo before
         the reference (nothing can cancel what comes before its reference) or later than AEC3 looks has
         the reference moved to lead it by LEAD_MS. A move must be seen twice, half a second apart: a
         wrong one puts the reference behind its echo."""
@@ -403,7 +403,9 @@ class EchoCanceller:
             return
         target = self._held if comfortable and self._held is not None else LEAD_MS
         off = reading.delay_ms - target
-        if abs(off) <= HOLD_MS:
+        if abs(off) <= HOLD_MS or (comfortable and off > 0):
+            # a later echo inside AEC3's range it finds again itself within a second (a move of ours,
+            # which comes about then, made it search twice: more self-interruptions in double talk)
             self._pending = None
             return
         self.stats.readings += 1
