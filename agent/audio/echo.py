@@ -418,7 +418,8 @@ class EchoCanceller:
         ahead = self.rate // 50  # the speaker is written a period or more before it plays
         if move < 0 and (self._cursor is None or written is None or self._cursor - move > written + ahead):
             # an earlier echo needs newer reference than the speaker has been given yet: AEC3 re-learns
-            self._held = reading.delay_ms if comfortable else self._held
+            if comfortable:
+                self._held = reading.delay_ms
             return
         self._delay += move
         self._held = target

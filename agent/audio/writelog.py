@@ -12,6 +12,7 @@ after warm-up is what it stays.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -21,66 +22,74 @@ WRITES_KEPT = 4096
 AUDIBLE_KEPT = 8192
 
 
-class WriteLog:
-    """The last `size` audio writes: the stream position after each (rising), the time right after
-    it, the position of its first sample and when that plays. Written by the playback thread, read
-    from any (under a lock)."""
+class _Ring:
+    """The last `size` rows of `columns` float64 values, oldest first when read."""
 
-    def __init__(self, size: int = WRITES_KEPT) -> None:
-        self._end = np.zeros(size, np.int64)
-        self._start = np.zeros(size, np.int64)
-        self._t = np.zeros(size, np.float64)
-        self._t_plays = np.zeros(size, np.float64)
-        self._n = 0  # writes logged in all
+    def __init__(self, size: int, columns: int) -> None:
+        self._rows = np.zeros((size, columns), np.float64)
+        self._n = 0  # rows added in all
         self._lock = threading.Lock()
 
-    def add(self, end_pos: int, t: float, start_pos: int, t_plays: float) -> None:
+    def append(self, *values: float) -> None:
         with self._lock:
-            i = self._n % len(self._end)
-            self._end[i], self._t[i], self._start[i], self._t_plays[i] = end_pos, t, start_pos, t_plays
-            self._n += 1
-
-    def first_after(self, mark: int) -> tuple[int, float, int, float] | None:
-        """The first write kept whose end lies after `mark` (end_pos, t, start_pos, t_plays), or None."""
-        with self._lock:
-            size = len(self._end)
-            kept = min(self._n, size)
-            first = (self._n - kept) % size  # the oldest kept
-            order = (first + np.arange(kept)) % size
-            k = int(np.searchsorted(self._end[order], mark, side="right"))
-            if k >= kept:
-                return None
-            i = int(order[k])
-            return int(self._end[i]), float(self._t[i]), int(self._start[i]), float(self._t_plays[i])
-
-
-class TimeRing:
-    """The last `size` times something happened (monotonic seconds), oldest first when read."""
-
-    def __init__(self, size: int = AUDIBLE_KEPT) -> None:
-        self._t = np.zeros(size, np.float64)
-        self._n = 0
-        self._lock = threading.Lock()
-
-    def append(self, t: float) -> None:
-        with self._lock:
-            self._t[self._n % len(self._t)] = t
+            self._rows[self._n % len(self._rows)] = values
             self._n += 1
 
     def clear(self) -> None:
         with self._lock:
             self._n = 0
 
-    def times(self) -> np.ndarray:
+    def ordered(self) -> np.ndarray:
+        """A copy of the rows kept, oldest first."""
         with self._lock:
-            size = len(self._t)
+            size = len(self._rows)
             if self._n <= size:
-                return self._t[: self._n].copy()
+                return self._rows[: self._n].copy()
             i = self._n % size
-            return np.concatenate([self._t[i:], self._t[:i]])
+            return np.concatenate([self._rows[i:], self._rows[:i]])
 
-    def __iter__(self):
+    def __len__(self) -> int:
+        return min(self._n, len(self._rows))
+
+
+class WriteLog:
+    """The last `size` audio writes: the stream position after each (rising), the time right after
+    it, the position of its first sample and when that plays (positions stay exact as float64 up to
+    2**53). Written by the playback thread, read from any."""
+
+    def __init__(self, size: int = WRITES_KEPT) -> None:
+        self._ring = _Ring(size, 4)
+
+    def add(self, end_pos: int, t: float, start_pos: int, t_plays: float) -> None:
+        self._ring.append(end_pos, t, start_pos, t_plays)
+
+    def first_after(self, mark: int) -> tuple[int, float, int, float] | None:
+        """The first write kept whose end lies after `mark` (end_pos, t, start_pos, t_plays), or None."""
+        rows = self._ring.ordered()
+        k = int(np.searchsorted(rows[:, 0], mark, side="right"))
+        if k >= len(rows):
+            return None
+        end, t, start, t_plays = rows[k]
+        return int(end), float(t), int(start), float(t_plays)
+
+
+class TimeRing:
+    """The last `size` times something happened (monotonic seconds), oldest first when read."""
+
+    def __init__(self, size: int = AUDIBLE_KEPT) -> None:
+        self._ring = _Ring(size, 1)
+
+    def append(self, t: float) -> None:
+        self._ring.append(t)
+
+    def clear(self) -> None:
+        self._ring.clear()
+
+    def times(self) -> np.ndarray:
+        return self._ring.ordered()[:, 0]
+
+    def __iter__(self) -> Iterator[float]:
         return iter(self.times().tolist())
 
     def __len__(self) -> int:
-        return min(self._n, len(self._t))
+        return len(self._ring)

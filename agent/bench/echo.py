@@ -216,14 +216,11 @@ def _erle(
     loud = 32768**2 * 10 ** (-50 / 10)  # echo above -50 dBFS counts
     starts = np.array(reply_starts)
 
-    def into_reply(t: float) -> float:
-        k = int(np.searchsorted(starts, t)) - 1
-        return t - starts[k] if k >= 0 else -1.0
-
-    after = [(t, e, o) for t, e, o in pairs if e > loud and into_reply(t) > 1.0]
+    # each loud period more than a second into its reply, with that reply's index
+    after = [(k, e, o) for t, e, o in pairs
+             if e > loud and (k := int(np.searchsorted(starts, t)) - 1) >= 0 and t - starts[k] > 1.0]  # fmt: skip
     erle = _erle_of([(e, o) for _, e, o in after])
-    by_reply = [_erle_of([(e, o) for t, e, o in after if int(np.searchsorted(starts, t)) - 1 == k])
-                for k in range(len(starts))]  # fmt: skip
+    by_reply = [_erle_of([(e, o) for j, e, o in after if j == k]) for k in range(len(starts))]
 
     first = reply_starts[0]
     # the first reply's first 3 s: the first half second of its echo cancelled by 20 dB or more

@@ -36,7 +36,7 @@ from ..audio.fileplugin import FifoFeeder, use_file_plugin
 from ..config import Config
 from ..state import State
 from ..voicelive.auth import ApiKey, Secret
-from .common import call_records, emulator_process, pct
+from .common import call_records, emulator_process, pct, wait_until
 from .speech import espeak, quiet
 
 COMMANDS = ("what time is it", "and what is the date today", "tell me the time again please")
@@ -87,11 +87,9 @@ async def run_tools_bench(turns: int = 20) -> dict[str, Any]:
             finally:
                 await agent.stop()
                 feeder.stop()
-            for _ in range(50):  # the emulator writes the call's record as the call closes
-                records = list(call_records(emu.record_dir).values())
-                if records:
-                    break
-                await asyncio.sleep(0.1)
+            # the emulator writes the call's record as the call closes
+            await wait_until(lambda: call_records(emu.record_dir), 5.0, step=0.1)
+            records = list(call_records(emu.record_dir).values())
     result = agent.results[-1] if agent.results else None
     return _measure(agent, result, records[0] if records else {}, turns)
 
